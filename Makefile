@@ -1,0 +1,41 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   - venv (unless one is active), CPU torch 2.13.0, the package, demo data, the demo run
+#   make test   - the same install, then the whole test suite
+# Use an active virtualenv if there is one, otherwise create .venv here.
+ifdef VIRTUAL_ENV
+PYTHON ?= python
+else
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+endif
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+STAMP := $(dir $(PYTHON)).nest_ext-installed
+
+.PHONY: install demo test test-fast bench clean
+
+$(PYTHON):
+	python3 -m venv $(VENV)
+
+$(STAMP): setup.py | $(PYTHON)
+	$(PYTHON) -m pip install -q --upgrade pip
+	# torch first, so the package's torch range is already met and no CUDA build is pulled
+	$(PYTHON) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null \
+		|| $(PYTHON) -m pip install -q torch==$(TORCH_VERSION)
+	$(PYTHON) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PYTHON) tools/make_demo_data.py
+	$(PYTHON) train.py
+
+test: install
+	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS) tests
+
+test-fast: install
+	$(PYTHON) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf .venv nemo_experiments demo_data .pytest_cache
