@@ -1,1 +1,14 @@
-"""nest_ext.modules."""
+"""nest_ext.modules: neural modules. Names resolve lazily so importing the package does not import NeMo."""
+import importlib
+
+_EXPORTS = {
+    "ConformerEncoder": "nest_ext.modules.conformer",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'nest_ext.modules' has no attribute {name!r}")

@@ -1,0 +1,125 @@
+"""Convolutional front-end that shortens the feature sequence by 2, 4 or 8 before the Conformer layers.
+
+``striding``: log2(factor) Conv2d(3x3, stride 2) + ReLU over (time, feature), full convolutions.
+``dw_striding`` (FastConformer, Rekesh et al. 2023): a full Conv2d(3x3, stride 2) first, then per step a
+depthwise Conv2d(3x3, stride 2) and a pointwise Conv2d(1x1), each step ending in ReLU.
+The channels x remaining features are flattened and projected to d_model by ``out``.
+
+Padded frames are zeroed before every strided convolution and at the end, so the valid output frames do
+not depend on how much padding the batch has (as in NeMo 3.0). Parameter names follow NeMo's
+``ConvSubsampling``: ``conv.<index>`` with NeMo's indices (ReLUs included) and ``out``.
+
+Example::
+
+    >>> import torch
+    >>> sub = ConvSubsampling('dw_striding', 4, feat_in=16, feat_out=8, conv_channels=4)
+    >>> y, n = sub(torch.randn(2, 20, 16), torch.tensor([20, 11]))
+    >>> tuple(y.shape), n.tolist()
+    ((2, 5, 8), [5, 3])
+"""
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["ConvSubsampling", "subsampled_length"]
+
+# Conv kernels index with int32 on some backends: keep each batch chunk's largest activation below this.
+_MAX_ELEMENTS = 2**31 - 1
+
+
+def subsampled_length(lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """Frames left after ``n_steps`` stride-2, kernel-3, padding-1 convolutions: ceil(L / 2) each step."""
+    lengths = lengths.to(torch.int64)
+    for _ in range(n_steps):
+        lengths = torch.div(lengths + 1, 2, rounding_mode="floor")
+    return lengths
+
+
+class ConvSubsampling(nn.Module):
+    """forward(x [B, T, feat_in], lengths [B]) -> (x [B, T', feat_out], lengths [B] int64).
+
+    Args:
+        subsampling: ``striding`` or ``dw_striding``.
+        subsampling_factor: 2, 4 or 8 (a power of two).
+        feat_in: input features (e.g. mel bins); feat_out: output size (d_model).
+        conv_channels: channels of the convolutions.
+        subsampling_conv_chunking_factor: 1 splits the batch only when needed for huge inputs,
+            -1 never splits, a power of two splits the batch into that many chunks.
+    """
+
+    def __init__(
+        self, subsampling, subsampling_factor, feat_in, feat_out, conv_channels, subsampling_conv_chunking_factor=1
+    ):
+        super().__init__()
+        if subsampling not in ("striding", "dw_striding"):
+            raise ValueError(f"subsampling={subsampling!r} is not supported (striding, dw_striding)")
+        n_steps = int(round(math.log2(subsampling_factor))) if subsampling_factor > 0 else 0
+        if subsampling_factor < 2 or 2**n_steps != subsampling_factor:
+            raise ValueError(f"subsampling_factor must be a power of two >= 2, got {subsampling_factor}")
+        if subsampling_conv_chunking_factor not in (-1, 1) and (
+            subsampling_conv_chunking_factor < 1 or subsampling_conv_chunking_factor & (subsampling_conv_chunking_factor - 1)
+        ):
+            raise ValueError("subsampling_conv_chunking_factor must be -1, 1 or a power of two")
+        self._subsampling = subsampling
+        self.subsampling_factor = subsampling_factor
+        self.subsampling_conv_chunking_factor = subsampling_conv_chunking_factor
+        self._sampling_num = n_steps
+        self._conv_channels = conv_channels
+        self._feat_in = feat_in
+        self._feat_out = feat_out
+
+        c = conv_channels
+        layers = [nn.Conv2d(1, c, 3, stride=2, padding=1), nn.ReLU(True)]
+        for _ in range(n_steps - 1):
+            if subsampling == "dw_striding":
+                layers += [nn.Conv2d(c, c, 3, stride=2, padding=1, groups=c), nn.Conv2d(c, c, 1)]
+            else:
+                layers += [nn.Conv2d(c, c, 3, stride=2, padding=1)]
+            layers.append(nn.ReLU(True))
+        self.conv = nn.Sequential(*layers)
+        freq = feat_in
+        for _ in range(n_steps):
+            freq = (freq - 1) // 2 + 1
+        self.out = nn.Linear(c * freq, feat_out)
+
+    def get_sampling_frames(self):
+        return [1, self.subsampling_factor]
+
+    def get_streaming_cache_size(self):
+        return [0, self.subsampling_factor + 1]
+
+    def _convolve(self, x, lengths):
+        """x [B, 1, T, F] -> [B, C, T', F'], zeroing padded frames before each strided conv and at the end."""
+        t = x.size(2)
+        padded = bool((lengths < t).any())
+        for layer in self.conv:
+            if padded and isinstance(layer, nn.Conv2d) and layer.stride[0] > 1:
+                x = x * (torch.arange(x.size(2), device=x.device) < lengths[:, None]).to(x.dtype)[:, None, :, None]
+            x = layer(x)
+            if isinstance(layer, nn.Conv2d) and layer.stride[0] > 1:
+                lengths = subsampled_length(lengths, 1)
+        if padded:
+            x = x * (torch.arange(x.size(2), device=x.device) < lengths[:, None]).to(x.dtype)[:, None, :, None]
+        return x, lengths
+
+    def _n_chunks(self, x):
+        if self.subsampling_conv_chunking_factor == -1:
+            return 1
+        if self.subsampling_conv_chunking_factor > 1:
+            return self.subsampling_conv_chunking_factor
+        # the first conv output is the largest activation: B * C * T/2 * F/2
+        largest = x.numel() * self._conv_channels / 4
+        return min(x.size(0), 2 ** math.ceil(math.log2(largest / _MAX_ELEMENTS))) if largest > _MAX_ELEMENTS else 1
+
+    def forward(self, x, lengths):
+        lengths = lengths.to(torch.int64)
+        x = x.unsqueeze(1)
+        n_chunks = self._n_chunks(x)
+        if n_chunks > 1:
+            parts = [self._convolve(xc, lc) for xc, lc in zip(x.chunk(n_chunks), lengths.chunk(n_chunks))]
+            x, lengths = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        else:
+            x, lengths = self._convolve(x, lengths)
+        b, c, t, f = x.shape
+        return self.out(x.transpose(1, 2).reshape(b, t, c * f)), lengths
