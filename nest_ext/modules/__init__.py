@@ -3,6 +3,7 @@ import importlib
 
 _EXPORTS = {
     "ConformerEncoder": "nest_ext.modules.conformer",
+    "MossFormer2": "nest_ext.modules.mossformer2",
 }
 
 __all__ = list(_EXPORTS)

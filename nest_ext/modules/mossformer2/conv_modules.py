@@ -1,0 +1,103 @@
+"""Convolution modules of MossFormer2: depthwise time convolutions and the convolutional feed-forward.
+
+Everything here works channels-last, ``[B, L, C]``, because the surrounding linear layers do.
+
+- :func:`depthwise_conv` : per-channel 1-D convolution along time, zero "same" padding.
+- :class:`DepthwiseConvResidual` : ``x + depthwise_conv(x)`` (kernel 17 in MossFormer2).
+- :class:`ConvFeedForward` : ``dropout(conv_residual(silu(linear(norm(x)))))`` -- the projection used for
+  every input/output projection of the attention and of the gated FSMN.
+- :func:`parallel_conv_feedforward` : several ``ConvFeedForward`` branches of the same input in one pass
+  (one normalisation, one matrix product, one convolution), numerically the same as calling each.
+
+Why not ``nn.Conv1d(groups=C)``: on CPU a depthwise ``conv1d`` runs through a generic path that is ~10-25x
+slower than the depthwise ``conv2d`` kernel with a ``1 x K`` filter, which is what we call (measured in
+``bench/mossformer2.py``; the official model spends about half of its CPU time in depthwise conv1d).
+
+Example:
+    >>> import torch
+    >>> ff = ConvFeedForward(16, 32, norm="scale")
+    >>> ff(torch.randn(2, 50, 16)).shape
+    torch.Size([2, 50, 32])
+"""
+from typing import List, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nest_ext.modules.mossformer2.norms import LayerNorm, ScaleNorm
+
+__all__ = ["depthwise_conv", "DepthwiseConvResidual", "ConvFeedForward", "parallel_conv_feedforward"]
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+    """Depthwise convolution along time with "same" zero padding.
+
+    Args:
+        x: ``[B, C, L]`` (any strides; a transposed channels-last tensor is fine).
+        weight: ``[C, 1, K]`` with odd ``K``.
+    Returns:
+        ``[B, C, L]``.
+    """
+    kernel = weight.shape[-1]
+    pad = dilation * (kernel - 1) // 2
+    y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, pad), dilation=(1, dilation), groups=x.shape[1])
+    return y.squeeze(2)
+
+
+class DepthwiseConvResidual(nn.Module):
+    """``x + depthwise_conv(x)`` on channels-last ``[B, L, C]``; ``weight [C, 1, K]``, no bias."""
+
+    def __init__(self, channels: int, kernel_size: int = 17):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for same padding, got {kernel_size}")
+        self.weight = nn.Parameter(torch.empty(channels, 1, kernel_size))
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)  # nn.Conv1d's default initialisation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + depthwise_conv(x.transpose(1, 2), self.weight).transpose(1, 2)
+
+
+class ConvFeedForward(nn.Module):
+    """``[B, L, dim_in] -> [B, L, dim_out]``: norm, linear, SiLU, depthwise conv with residual, dropout.
+
+    ``norm`` is ``"scale"`` (:class:`ScaleNorm`, in the attention) or ``"layer"`` (in the gated FSMN).
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, norm: str = "scale", kernel_size: int = 17, dropout: float = 0.1):
+        super().__init__()
+        if norm == "scale":
+            self.norm = ScaleNorm(dim_in)
+        elif norm == "layer":
+            self.norm = LayerNorm(dim_in)
+        else:
+            raise ValueError(f"norm must be 'scale' or 'layer', got {norm!r}")
+        self.linear = nn.Linear(dim_in, dim_out)
+        self.conv = DepthwiseConvResidual(dim_out, kernel_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.conv(F.silu(self.linear(self.norm(x)))))
+
+
+def parallel_conv_feedforward(branches: Sequence[ConvFeedForward], x: torch.Tensor) -> List[torch.Tensor]:
+    """``[branch(x) for branch in branches]`` computed as one wide branch.
+
+    The normalisation's parameter-free part is shared, each branch's affine is folded into its linear
+    weights, the weights are concatenated into one matrix product and the depthwise kernels into one
+    convolution. All branches must use the same norm type, eps, kernel size and dropout probability.
+    """
+    first = branches[0]
+    for b in branches[1:]:
+        if (type(b.norm) is not type(first.norm) or b.norm.eps != first.norm.eps
+                or b.conv.weight.shape[-1] != first.conv.weight.shape[-1] or b.dropout.p != first.dropout.p):
+            raise ValueError("parallel_conv_feedforward needs branches with the same norm, kernel and dropout")
+    normalized = first.norm.normalize(x)
+    folded = [b.norm.fold_into_linear(b.linear) for b in branches]
+    weight = torch.cat([w for w, _ in folded], dim=0)
+    bias = torch.cat([bb for _, bb in folded], dim=0)
+    h = F.silu(F.linear(normalized, weight, bias))
+    kernel = torch.cat([b.conv.weight for b in branches], dim=0)
+    h = first.dropout(h + depthwise_conv(h.transpose(1, 2), kernel).transpose(1, 2))
+    return list(h.split([b.linear.out_features for b in branches], dim=-1))
