@@ -1,1 +1,42 @@
-"""nest_ext.data."""
+"""nest_ext.data: datasets and data helpers.
+
+NEST: :class:`AudioNoiseDataset`, :class:`TarredAudioNoiseDataset`, :class:`LhotseAudioNoiseDataset`,
+:func:`get_audio_noise_dataset_from_config` (``nest_ext.data.ssl_dataset``) and :func:`load_noise_audio`,
+:func:`sample_noise` (``nest_ext.data.noise_sampling``).
+
+Names are resolved lazily, so ``import nest_ext.data`` does not import NeMo.
+
+Example::
+
+    >>> from nest_ext.data import sample_noise
+    >>> tuple(sample_noise([], 16000, 800)[0].shape)
+    (800,)
+"""
+import importlib
+
+_EXPORTS = {
+    "AudioNoiseBatch": "nest_ext.data.ssl_dataset",
+    "AudioNoiseItem": "nest_ext.data.ssl_dataset",
+    "AudioNoiseDataset": "nest_ext.data.ssl_dataset",
+    "TarredAudioNoiseDataset": "nest_ext.data.ssl_dataset",
+    "LhotseAudioNoiseDataset": "nest_ext.data.ssl_dataset",
+    "get_audio_noise_dataset_from_config": "nest_ext.data.ssl_dataset",
+    "get_collate_fn": "nest_ext.data.ssl_dataset",
+    "load_noise_manifest": "nest_ext.data.ssl_dataset",
+    "load_noise_audio": "nest_ext.data.noise_sampling",
+    "sample_noise": "nest_ext.data.noise_sampling",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,258 @@
+"""Fast checks of audio files named in manifests, and reporting of bad audio by path and manifest line.
+
+Training runs last days; a missing, corrupt, empty or too-short file must be found early (a header read
+with ``soundfile.info``, no decoding) or, failing that, when it is loaded, and be reported by path and
+manifest line, counted and skipped -- or raise at once when the user asked for ``on_bad_audio: error``.
+
+Example::
+
+    >>> import numpy as np, soundfile as sf, tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> sf.write(os.path.join(d, 'a.wav'), np.zeros(1600, dtype='float32'), 16000)
+    >>> read_audio_info(os.path.join(d, 'a.wav'))
+    AudioInfo(frames=1600, samplerate=16000, channels=1)
+    >>> check_audio_file(os.path.join(d, 'missing.wav'))
+    'missing file'
+    >>> check_audio_file(os.path.join(d, 'a.wav'), min_duration=1.0)
+    'too short: 0.100 s of audio after offset 0.000 s, min_duration is 1.000 s'
+"""
+from __future__ import annotations
+
+import bisect
+import logging as _pylogging
+import os
+import threading
+from array import array
+from collections import Counter, namedtuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import soundfile as sf
+
+__all__ = [
+    "AudioInfo",
+    "BadAudioError",
+    "BadAudioReport",
+    "ManifestLines",
+    "ON_BAD_AUDIO_CHOICES",
+    "check_audio_file",
+    "check_audio_info",
+    "check_audio_files",
+    "get_on_bad_audio",
+    "read_audio_info",
+]
+
+ON_BAD_AUDIO_CHOICES = ("skip", "error")
+
+# Audio shorter than min_duration by less than this is not "too short": manifest durations are rounded.
+TOO_SHORT_TOLERANCE_S = 0.05
+
+AudioInfo = namedtuple("AudioInfo", "frames samplerate channels")
+
+
+def _log():
+    # NeMo's logger when available (same formatting as NeMo's own warnings); plain logging otherwise.
+    try:
+        from nemo.utils import logging as nemo_logging
+
+        return nemo_logging
+    except Exception:  # pragma: no cover - NeMo is a dependency, this is only a fallback
+        return _pylogging.getLogger("nest_ext")
+
+
+class BadAudioError(RuntimeError):
+    """An audio file that cannot be used; the message names the file, the reason and where it was listed."""
+
+    def __init__(self, path, reason: str, where: Optional[str] = None):
+        self.path = path
+        self.reason = reason
+        self.where = where
+        loc = f" (listed at {where})" if where else ""
+        super().__init__(f"bad audio {path}{loc}: {reason}")
+
+
+def get_on_bad_audio(config) -> str:
+    """Read ``on_bad_audio`` from a dataset config (default ``skip``) and validate it.
+
+    The key is read with ``config.get`` and is absent from the YAML on purpose: the configs stay
+    key-for-key equal to NeMo's.
+    """
+    value = config.get("on_bad_audio", "skip") if config is not None else "skip"
+    value = "skip" if value is None else str(value).lower()
+    if value not in ON_BAD_AUDIO_CHOICES:
+        raise ValueError(f"on_bad_audio must be one of {ON_BAD_AUDIO_CHOICES}, got {value!r}")
+    return value
+
+
+def read_audio_info(path: str) -> AudioInfo:
+    """Header of an audio file (frames, sample rate, channels) without decoding it.
+
+    Raises:
+        BadAudioError: the file is missing, has zero bytes, or its header cannot be read.
+    """
+    if not isinstance(path, str):
+        # file-like objects (tar members) are read by the caller
+        raise TypeError(f"read_audio_info expects a path, got {type(path)}")
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        raise BadAudioError(path, "missing file") from None
+    if size == 0:
+        raise BadAudioError(path, "empty file (0 bytes)")
+    try:
+        info = sf.info(path)
+    except Exception as e:  # libsndfile reports corrupt headers and unknown formats alike
+        raise BadAudioError(path, f"unreadable audio header ({type(e).__name__}: {e})") from None
+    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+
+
+def check_audio_info(info: AudioInfo, offset: Optional[float] = 0.0, min_duration: Optional[float] = None) -> Optional[str]:
+    """Why a file with this header cannot give an item: empty, offset past its end, or shorter than
+    ``min_duration`` (by more than ``TOO_SHORT_TOLERANCE_S``). None when it can."""
+    if info.frames <= 0:
+        return "no audio frames (empty audio)"
+    if info.samplerate <= 0:
+        return f"invalid sample rate {info.samplerate}"
+    offset = float(offset or 0.0)
+    available = info.frames / info.samplerate - offset
+    if available <= 0:
+        return f"offset {offset:.3f} s is past the end of the audio ({info.frames / info.samplerate:.3f} s)"
+    if min_duration is not None and available + TOO_SHORT_TOLERANCE_S < float(min_duration):
+        return (
+            f"too short: {available:.3f} s of audio after offset {offset:.3f} s, "
+            f"min_duration is {float(min_duration):.3f} s"
+        )
+    return None
+
+
+def check_audio_file(
+    path: Union[str, Sequence[str]], offset: Optional[float] = 0.0, min_duration: Optional[float] = None
+) -> Optional[str]:
+    """Reason why ``path`` is unusable (missing, corrupt, empty, too short), or None when it is fine.
+
+    ``path`` may be a list of single-channel files (NeMo's multi-file entries); each is checked.
+    """
+    paths = [path] if isinstance(path, str) else list(path)
+    for p in paths:
+        try:
+            info = read_audio_info(p)
+        except BadAudioError as e:
+            return e.reason
+        reason = check_audio_info(info, offset, min_duration)
+        if reason is not None:
+            return reason
+    return None
+
+
+def check_audio_files(paths: Iterable[str], num_threads: Optional[int] = None) -> Dict[str, Union[AudioInfo, str]]:
+    """Header-check many files in parallel threads (reading headers is I/O bound and libsndfile releases
+    the GIL). Returns ``{path: AudioInfo}`` for readable files and ``{path: reason}`` for the others."""
+    unique = list(dict.fromkeys(paths))
+    if num_threads is None:
+        num_threads = min(16, max(1, len(unique) // 64 + 1), (os.cpu_count() or 1) * 4)
+
+    def one(p):
+        try:
+            return p, read_audio_info(p)
+        except BadAudioError as e:
+            return p, e.reason
+
+    if num_threads <= 1 or len(unique) < 64:
+        return dict(one(p) for p in unique)
+    with ThreadPoolExecutor(max_workers=num_threads) as pool:
+        return dict(pool.map(one, unique, chunksize=64))
+
+
+class ManifestLines:
+    """Maps NeMo's manifest entry ids (the running count of non-empty lines over all manifest files, as
+    ``nemo.collections.common.parts.preprocessing.manifest.item_iter`` numbers them) to ``file:line``.
+
+    Built lazily, on the first bad entry, so a clean run never reads the manifests a second time.
+
+    Example::
+
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), 'm.json')
+        >>> _ = open(p, 'w').write('{"a": 1}\\n\\n{"a": 2}\\n')
+        >>> ManifestLines([p]).where(1).endswith('m.json:3')
+        True
+    """
+
+    def __init__(self, manifest_files: Union[str, Sequence[str], None]):
+        if manifest_files is None:
+            manifest_files = []
+        elif isinstance(manifest_files, str):
+            manifest_files = manifest_files.split(",")
+        self.files: List[str] = [str(f) for f in manifest_files]
+        self._starts: Optional[List[int]] = None
+        self._lines = array("q")
+        self._lock = threading.Lock()
+
+    def _build(self):
+        starts = []
+        for f in self.files:
+            starts.append(len(self._lines))
+            try:
+                with open(os.path.expanduser(f), "r", encoding="utf-8") as fh:
+                    for no, line in enumerate(fh, start=1):
+                        if line.strip():
+                            self._lines.append(no)
+            except OSError:
+                pass  # remote (datastore) manifests: fall back to the entry number
+        self._starts = starts
+
+    def where(self, entry_id: Optional[int]) -> str:
+        """``manifest:line`` of entry ``entry_id`` (or a best-effort description)."""
+        if entry_id is None:
+            return ", ".join(self.files) or "<no manifest>"
+        with self._lock:
+            if self._starts is None:
+                self._build()
+        i = bisect.bisect_right(self._starts, entry_id) - 1
+        if 0 <= entry_id < len(self._lines) and i >= 0:
+            return f"{self.files[i]}:{self._lines[entry_id]}"
+        return f"{', '.join(self.files)} (entry #{entry_id})"
+
+
+class BadAudioReport:
+    """Logs each bad file once, by path and manifest line, counts them by reason, and applies the policy.
+
+    Args:
+        on_bad_audio: ``'skip'`` (log, count, go on) or ``'error'`` (raise ``BadAudioError`` at once).
+        name: what the report is about (shown in the summary), e.g. the manifest path.
+
+    Example::
+
+        >>> r = BadAudioReport('skip', name='train')
+        >>> r.add('/x.wav', 'missing file', where='train.json:3', stage='start')
+        >>> r.count, dict(r.by_reason)
+        (1, {'missing file': 1})
+    """
+
+    def __init__(self, on_bad_audio: str = "skip", name: str = ""):
+        if on_bad_audio not in ON_BAD_AUDIO_CHOICES:
+            raise ValueError(f"on_bad_audio must be one of {ON_BAD_AUDIO_CHOICES}, got {on_bad_audio!r}")
+        self.on_bad_audio = on_bad_audio
+        self.name = name
+        self.count = 0
+        self.by_reason: Counter = Counter()
+        self.entries: List[tuple] = []  # (path, reason, where, stage); the first few hundred only
+        self._lock = threading.Lock()
+
+    def add(self, path, reason: str, where: Optional[str] = None, stage: str = "load"):
+        """Record one bad entry; raise under ``on_bad_audio='error'``."""
+        err = BadAudioError(path, reason, where)
+        if self.on_bad_audio == "error":
+            raise err
+        with self._lock:
+            self.count += 1
+            self.by_reason[reason.split(":")[0]] += 1
+            if len(self.entries) < 1000:
+                self.entries.append((path, reason, where, stage))
+        _log().warning(f"Skipping {err} [found at {stage}; {self.count} bad so far in {self.name or 'dataset'}]")
+
+    def summary(self) -> str:
+        if not self.count:
+            return f"{self.name or 'dataset'}: no bad audio"
+        parts = ", ".join(f"{n} {r}" for r, n in self.by_reason.most_common())
+        return f"{self.name or 'dataset'}: skipped {self.count} bad audio entries ({parts})"
