@@ -37,6 +37,8 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -52,8 +54,42 @@ __all__ = [
     "read_audio_segment",
     "rescale_to_level_db",
     "sample_levels_db",
+    "speaker_ids_from_filename",
     "speed_perturb",
 ]
+
+
+_LIBRI_UTT = re.compile(r"^(\d+)-\d+-\d+$")
+_WSJ_UTT = re.compile(r"^[0-9a-z]{8}$", re.IGNORECASE)
+
+
+def speaker_ids_from_filename(name: str, num_spks: Optional[int] = None) -> Optional[List[str]]:
+    """Speaker IDs encoded in a wsj0-mix / WHAM! or LibriMix mixture file name; ``None`` if not recognised.
+
+    >>> speaker_ids_from_filename("011a010b_0.6_20ao010t_-0.6.wav")
+    ['011', '20a']
+    >>> speaker_ids_from_filename("/x/Libri2Mix/mix_clean/103-1240-0003_1235-135887-0017.wav")
+    ['103', '1235']
+    >>> speaker_ids_from_filename("recording.wav") is None
+    True
+    """
+    stem = os.path.splitext(os.path.basename(name))[0]
+    parts = stem.split("_")
+    speakers: Optional[List[str]] = None
+    if parts and all(_LIBRI_UTT.match(p) for p in parts):
+        speakers = [_LIBRI_UTT.match(p).group(1) for p in parts]
+    elif len(parts) >= 2 and len(parts) % 2 == 0:
+        utts, gains = parts[0::2], parts[1::2]
+        try:
+            [float(g) for g in gains]
+        except ValueError:
+            utts = []
+        if utts and all(_WSJ_UTT.match(u) for u in utts):
+            speakers = [u[:3] for u in utts]  # wsj0 utterance IDs start with the 3-character speaker ID
+    if speakers is not None and num_spks is not None and len(speakers) != num_spks:
+        return None
+    return speakers
+
 
 
 class BadAudioError(Exception):

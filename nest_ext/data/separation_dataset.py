@@ -65,7 +65,6 @@ import json
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -79,6 +78,7 @@ from nest_ext.data.dynamic_mixing import (
     SpeakerPool,
     audio_info,
     read_audio_segment,
+    speaker_ids_from_filename,
     speed_perturb,
 )
 
@@ -97,37 +97,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_INPUT_KEY = "input_filepath"
 DEFAULT_TARGET_KEY = "target_filepath"
 DEFAULT_SPEED_FACTORS = (0.95, 1.0, 1.05)
-
-_LIBRI_UTT = re.compile(r"^(\d+)-\d+-\d+$")
-_WSJ_UTT = re.compile(r"^[0-9a-z]{8}$", re.IGNORECASE)
-
-
-def speaker_ids_from_filename(name: str, num_spks: Optional[int] = None) -> Optional[List[str]]:
-    """Speaker IDs encoded in a wsj0-mix / WHAM! or LibriMix mixture file name; ``None`` if not recognised.
-
-    >>> speaker_ids_from_filename("011a010b_0.6_20ao010t_-0.6.wav")
-    ['011', '20a']
-    >>> speaker_ids_from_filename("/x/Libri2Mix/mix_clean/103-1240-0003_1235-135887-0017.wav")
-    ['103', '1235']
-    >>> speaker_ids_from_filename("recording.wav") is None
-    True
-    """
-    stem = os.path.splitext(os.path.basename(name))[0]
-    parts = stem.split("_")
-    speakers: Optional[List[str]] = None
-    if parts and all(_LIBRI_UTT.match(p) for p in parts):
-        speakers = [_LIBRI_UTT.match(p).group(1) for p in parts]
-    elif len(parts) >= 2 and len(parts) % 2 == 0:
-        utts, gains = parts[0::2], parts[1::2]
-        try:
-            [float(g) for g in gains]
-        except ValueError:
-            utts = []
-        if utts and all(_WSJ_UTT.match(u) for u in utts):
-            speakers = [u[:3] for u in utts]  # wsj0 utterance IDs start with the 3-character speaker ID
-    if speakers is not None and num_spks is not None and len(speakers) != num_spks:
-        return None
-    return speakers
 
 
 @dataclass
