@@ -86,6 +86,8 @@ class MossFormer2MaskNet(nn.Module):
         if features.dim() != 3:
             raise ValueError(f"MossFormer2MaskNet expects [B, N, L], got shape {tuple(features.shape)}")
         batch, _, frames = features.shape
+        if frames < 2:  # the FSMN's instance norms need at least two frames
+            raise ValueError(f"MossFormer2MaskNet needs at least 2 frames, got {frames}")
         x = self.input_proj(self.input_norm(features).transpose(1, 2))  # [B, L, D]
         x = x + self.pos_encoding(frames)
         skip = x

@@ -49,7 +49,17 @@ class MossFormer2(nn.Module):
         )
         self.decoder = MossFormer2Decoder(encoder_kernel_size, encoder_embedding_dim)
 
+    @property
+    def min_length(self) -> int:
+        """Shortest input in samples: two encoder frames."""
+        return self.encoder.kernel_size + self.encoder.stride
+
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        if mixture.dim() == 2 and mixture.shape[-1] < self.min_length:
+            raise ValueError(
+                f"input of {mixture.shape[-1]} samples is too short: MossFormer2 needs at least "
+                f"{self.min_length} (two frames of the encoder)"
+            )
         features = self.encoder(mixture)
         masks = self.masker(features)
         estimates = self.decoder(features.unsqueeze(1) * masks)

@@ -1,0 +1,215 @@
+"""MossFormer2 building blocks: shapes, lengths, fused/fast paths against plain PyTorch, chunked inference."""
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nest_ext.modules.mossformer2 import MossFormer2, MossFormer2Decoder, MossFormer2Encoder, MossFormer2MaskNet
+from nest_ext.modules.mossformer2.chunked import chunk_starts, separate_chunked
+from nest_ext.modules.mossformer2.conv_modules import ConvFeedForward, depthwise_conv, parallel_conv_feedforward
+from nest_ext.modules.mossformer2.fsmn import DenseDilatedLayer, DenseDilatedMemory
+from nest_ext.modules.mossformer2.norms import GlobalLayerNorm, ScaleNorm
+from nest_ext.modules.mossformer2.positional_encoding import ScaledSinusoidalEncoding
+from nest_ext.modules.mossformer2.rotary import RotaryEmbedding, rotate
+
+TINY = dict(encoder_embedding_dim=16, mossformer_sequence_dim=16, num_mossformer_layer=1,
+            group_size=16, query_key_dim=32, fsmn_inner_dim=16)
+
+
+def tiny_model(num_spks=2, seed=0, **kw):
+    torch.manual_seed(seed)
+    return MossFormer2(num_spks=num_spks, **{**TINY, **kw}).eval()
+
+
+@pytest.mark.parametrize("length", [24, 25, 31, 1001])
+def test_output_has_input_length_for_any_length(length):
+    model = tiny_model()
+    with torch.no_grad():
+        out = model(torch.randn(2, length))
+    assert out.shape == (2, 2, length)
+    assert torch.isfinite(out).all()
+
+
+def test_encoder_decoder_frame_and_sample_counts():
+    enc, dec = MossFormer2Encoder(16, 8), MossFormer2Decoder(16, 8)
+    for length in (16, 23, 24, 801):
+        feats = enc(torch.randn(1, length))
+        frames = (length - 16) // 8 + 1
+        assert feats.shape == (1, 8, frames) and enc.num_frames(length) == frames
+        out = dec(feats.unsqueeze(1).expand(1, 3, 8, frames))
+        assert out.shape == (1, 3, (frames - 1) * 8 + 16) and out.shape[-1] == dec.num_samples(frames)
+        assert 0 <= length - out.shape[-1] < 8
+    assert (enc(torch.randn(2, 100)) >= 0).all()  # ReLU filterbank
+
+
+def test_bad_input_shapes_raise_clear_errors():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="too short"):
+        model(torch.randn(1, 23))
+    with pytest.raises(ValueError, match="shorter than the encoder kernel"):
+        model.encoder(torch.randn(1, 15))
+    with pytest.raises(ValueError, match=r"\[B, T\]"):
+        model(torch.randn(1, 1, 100))
+    with pytest.raises(ValueError, match="at least one layer"):
+        MossFormer2MaskNet(8, 8, num_layers=0)
+
+
+def test_three_speakers_and_nonnegative_masks():
+    model = tiny_model(num_spks=3)
+    mix = torch.randn(2, 801)
+    with torch.no_grad():
+        masks = model.masker(model.encoder(mix))
+        out = model(mix)
+    assert masks.shape == (2, 3, 16, 99) and (masks >= 0).all()
+    assert out.shape == (2, 3, 801)
+    assert not torch.allclose(out[:, 0], out[:, 1])
+
+
+def test_batch_items_are_independent():
+    model = tiny_model()
+    mix = torch.randn(3, 900)
+    with torch.no_grad():
+        together = model(mix)
+        alone = model(mix[1:2])
+    torch.testing.assert_close(together[1:2], alone, atol=1e-5, rtol=1e-4)
+
+
+def test_training_mode_dropout_and_gradients():
+    model = tiny_model().train()
+    mix = torch.randn(2, 400)
+    out = model(mix)
+    assert not torch.equal(out, model(mix))  # dropout active
+    out.pow(2).mean().backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    # the rotary frequencies are stored in checkpoints but not trained
+    rot = model.masker.rotary.freqs
+    assert not rot.requires_grad and rot.grad is None
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(mix), model(mix))
+
+
+def test_depthwise_conv_equals_grouped_conv1d():
+    x = torch.randn(2, 6, 50)
+    for kernel, dilation in ((17, 1), (39, 2), (3, 4)):
+        w = torch.randn(6, 1, kernel)
+        ref = F.conv1d(x, w, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=6)
+        torch.testing.assert_close(depthwise_conv(x, w, dilation), ref, atol=1e-5, rtol=1e-5)
+    # channels-last input seen through a transpose
+    xl = torch.randn(2, 50, 6)
+    w = torch.randn(6, 1, 5)
+    torch.testing.assert_close(depthwise_conv(xl.transpose(1, 2), w), F.conv1d(xl.transpose(1, 2).contiguous(), w, padding=2, groups=6))
+
+
+def test_dense_dilated_layer_equals_grouped_conv_with_instance_norm():
+    torch.manual_seed(0)
+    layer = DenseDilatedLayer(channels=4, in_per_channel=2, kernel_size=7, dilation=2)
+    with torch.no_grad():
+        layer.norm.weight.uniform_(0.5, 1.5)
+        layer.norm.bias.uniform_(-0.5, 0.5)
+        layer.act.weight.uniform_(0.0, 0.5)
+    x = torch.randn(3, 8, 40)
+    conv = F.conv1d(x, layer.weight, padding=6, dilation=2, groups=4)  # 2 inputs per group
+    ref = F.prelu(F.instance_norm(conv, weight=layer.norm.weight, bias=layer.norm.bias), layer.act.weight)
+    torch.testing.assert_close(layer(x), ref, atol=1e-5, rtol=1e-5)
+    assert DenseDilatedMemory(4, lorder=5, depth=3)(torch.randn(2, 4, 30)).shape == (2, 4, 30)
+
+
+@pytest.mark.parametrize("norm", ["scale", "layer"])
+def test_parallel_conv_feedforward_equals_separate_branches(norm):
+    torch.manual_seed(0)
+    branches = [ConvFeedForward(12, 20, norm), ConvFeedForward(12, 7, norm)]
+    with torch.no_grad():
+        for b in branches:  # move the norm affines away from their identity initialisation
+            for p in b.norm.parameters():
+                p.uniform_(0.5, 1.5)
+    for b in branches:
+        b.eval()
+    x = torch.randn(2, 30, 12)
+    fused = parallel_conv_feedforward(branches, x)
+    for b, y in zip(branches, fused):
+        torch.testing.assert_close(y, b(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError):
+        parallel_conv_feedforward([ConvFeedForward(12, 4, "scale"), ConvFeedForward(12, 4, "layer")], x)
+
+
+def test_norms():
+    x = torch.randn(2, 5, 30) * 3 + 1
+    y = GlobalLayerNorm(5)(x)
+    assert torch.allclose(y.mean((1, 2)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(y.var((1, 2), unbiased=False), torch.ones(2), atol=1e-4)
+    sn = ScaleNorm(8)
+    z = sn(torch.randn(4, 8) * 10)
+    torch.testing.assert_close(z.norm(dim=-1), torch.full((4,), math.sqrt(8)))
+
+
+def test_positional_encoding_values():
+    enc = ScaledSinusoidalEncoding(8)
+    with torch.no_grad():
+        enc.scale.fill_(2.0)
+    e = enc(5)
+    assert e.shape == (5, 8)
+    t, i = 3, 1
+    freq = 10000 ** (-2 * i / 8)
+    assert e[t, i].item() == pytest.approx(2 * math.sin(t * freq), abs=1e-6)
+    assert e[t, 4 + i].item() == pytest.approx(2 * math.cos(t * freq), abs=1e-6)
+
+
+def test_rotary_is_a_relative_rotation_of_leading_features():
+    rope = RotaryEmbedding(8)
+    cos, sin = rope.cos_sin(12)
+    q, k = torch.randn(12, 10), torch.randn(12, 10)
+    rq, rk = rotate(q, cos, sin), rotate(k, cos, sin)
+    torch.testing.assert_close(rq[:, 8:], q[:, 8:])  # partial rotary
+    torch.testing.assert_close(rq[0], q[0])  # position 0 is not rotated
+    torch.testing.assert_close(rq[:, :8].unflatten(-1, (4, 2)).norm(dim=-1), q[:, :8].unflatten(-1, (4, 2)).norm(dim=-1))
+    # same vectors at positions (m, n) and (m + s, n + s): same dot product
+    same_q, same_k = q[2].expand(12, 10), k[5].expand(12, 10)
+    a, b = rotate(same_q, cos, sin), rotate(same_k, cos, sin)
+    torch.testing.assert_close(a[2, :8] @ b[5, :8], a[6, :8] @ b[9, :8], atol=1e-4, rtol=1e-4)
+    # the sequence axis can be any axis
+    x = torch.randn(2, 12, 4, 10)
+    torch.testing.assert_close(rotate(x, cos, sin, seq_dim=1), rotate(x.transpose(1, 2), cos, sin).transpose(1, 2))
+
+
+def test_chunk_starts_cover_the_input():
+    assert chunk_starts(100, 100, 50) == [0]
+    starts = chunk_starts(1000, 300, 200)
+    assert starts[0] == 0 and starts[-1] == 700
+    assert all(b - a <= 200 for a, b in zip(starts, starts[1:]))
+
+
+def test_chunked_equals_full_for_a_local_model_with_shuffled_speakers():
+    gen = torch.Generator().manual_seed(0)
+
+    def local_model(x):  # a per-sample "separation" whose speaker order changes at random per call
+        y = torch.stack([0.5 * x, -x * x, torch.tanh(x)], dim=1)
+        for b in range(x.shape[0]):
+            perm = list(itertools.permutations(range(3)))[int(torch.randint(6, (1,), generator=gen))]
+            y[b] = y[b, list(perm)]
+        return y
+
+    x = torch.randn(2, 30001)
+    ref = torch.stack([0.5 * x, -x * x, torch.tanh(x)], dim=1)
+    out = separate_chunked(local_model, x, chunk_seconds=1.0, overlap_seconds=0.25, sample_rate=8000)
+    assert out.shape == (2, 3, 30001)
+    for b in range(2):  # equal up to one global speaker order
+        errs = [(out[b, list(p)] - ref[b]).abs().max() for p in itertools.permutations(range(3))]
+        assert min(errs) < 1e-5
+
+
+def test_chunked_with_the_model():
+    model = tiny_model()
+    x = torch.randn(1, 3000)
+    with torch.no_grad():
+        full = model(x)
+    # one window covering everything is exactly one-pass inference
+    torch.testing.assert_close(separate_chunked(model, x, 1.0, 0.2, 3000), full)
+    out = separate_chunked(model, x[0], chunk_seconds=0.25, overlap_seconds=0.05, sample_rate=4000)
+    assert out.shape == (2, 3000) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="overlap"):
+        separate_chunked(model, x, 1.0, 1.0, 8000)
