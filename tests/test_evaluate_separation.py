@@ -1,0 +1,149 @@
+"""tools/evaluate_separation.py: metrics against direct torchmetrics computation, CSV/JSON/HTML outputs."""
+import csv
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.audio import (
+    permutation_invariant_training,
+    scale_invariant_signal_distortion_ratio,
+    signal_distortion_ratio,
+)
+
+import soundfile as sf
+
+from conftest import ROOT, write_manifest, write_wav
+from nest_ext.parts.separation_metrics import pit_align, separation_metrics
+
+spec = importlib.util.spec_from_file_location("evaluate_separation", ROOT / "tools" / "evaluate_separation.py")
+ev = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = ev
+spec.loader.exec_module(ev)
+
+SR = 8000
+NOISE = [0.02, 0.3, 0.08, 1.0]  # one noise level per utterance: the best is 0, the worst 3
+
+
+def _voice(n, seed):
+    """A few harmonics with a random pitch under a syllable-rate envelope (own helper: no shared state)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / SR
+    f0 = rng.uniform(100, 250)
+    sig = sum(np.sin(2 * np.pi * k * f0 * t + rng.uniform(0, 6)) / k for k in range(1, 6))
+    return (0.2 * sig * (0.3 + np.sin(2 * np.pi * rng.uniform(2, 4) * t) ** 2)).astype(np.float32)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Four 2-speaker utterances of distinct lengths; `sources` maps length -> (index, sources as read back)."""
+    rows, sources = [], {}
+    for i, n in enumerate([4000, 3000, 5000, 3500]):
+        srcs = np.stack([_voice(n, 10 * i + k) for k in range(2)])
+        targets = [write_wav(tmp_path / f"s{k + 1}" / f"utt{i}.wav", srcs[k], SR) for k in range(2)]
+        rows.append({"input_filepath": write_wav(tmp_path / "mix" / f"utt{i}.wav", srcs.sum(0), SR), "target_filepath": targets})
+        sources[n] = (i, np.stack([sf.read(t, dtype="float32")[0] for t in targets]))
+    return rows, sources
+
+
+def perturbed_oracle(sources, swap=True):
+    """The true sources in swapped order plus noise of the utterance's level, 100 samples too long."""
+
+    def separate(mixture):
+        i, srcs = sources[mixture.shape[-1]]
+        rng = np.random.default_rng(i)
+        est = srcs[::-1] if swap else srcs
+        est = est + NOISE[i] * np.abs(srcs).mean() * rng.standard_normal(srcs.shape)
+        return torch.from_numpy(np.pad(est, ((0, 0), (0, 100))).astype(np.float32))
+
+    return separate
+
+
+def test_metrics_equal_direct_torchmetrics():
+    g = torch.Generator().manual_seed(0)
+    refs = torch.randn(3, 4000, generator=g, dtype=torch.float64)
+    mix = refs.sum(0)
+    est = refs[[2, 0, 1]] + 0.3 * torch.randn(3, 4000, generator=g, dtype=torch.float64)
+    m = separation_metrics(est, refs, mix, SR, extra=False)
+    best, perm = permutation_invariant_training(est[None], refs[None], scale_invariant_signal_distortion_ratio)
+    assert m["perm"] == perm[0].tolist() == [1, 2, 0]
+    aligned = est[perm[0]]
+    assert m["si_sdr"] == pytest.approx(float(best), abs=1e-9)
+    si_mix = scale_invariant_signal_distortion_ratio(mix.expand(3, -1), refs)
+    assert m["si_sdr_i"] == pytest.approx(float(scale_invariant_signal_distortion_ratio(aligned, refs).mean() - si_mix.mean()), abs=1e-9)
+    sdr = signal_distortion_ratio(aligned, refs).mean() - signal_distortion_ratio(mix.expand(3, -1), refs).mean()
+    assert m["sdr_i"] == pytest.approx(float(sdr), abs=1e-6)
+    torch.testing.assert_close(pit_align(est, refs)[0], aligned)
+    with pytest.raises(ValueError, match="shape"):
+        separation_metrics(est[:2], refs, mix, SR)
+
+
+def test_evaluate_writes_csv_json_html(corpus, tmp_path):
+    rows, sources = corpus
+    manifest = write_manifest(tmp_path / "tt.json", rows + [{"input_filepath": str(tmp_path / "nope.wav"), "target_filepath": rows[0]["target_filepath"]}])
+    out = tmp_path / "eval"
+    summary = ev.evaluate(perturbed_oracle(sources), manifest, str(out), sample_rate=SR, num_spks=2)
+    assert summary["num_evaluated"] == 4 and summary["num_skipped"] == 1
+    assert "nope.wav" in summary["skipped"][0]["reason"] and summary["skipped"][0]["where"] == f"{manifest}:5"
+
+    with open(out / "metrics.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["id"] for r in table] == [f"utt{i}" for i in range(4)]
+    for i, r in enumerate(table):
+        refs = torch.from_numpy(sources_by_index(sources, i)).double()
+        mixture = torch.from_numpy(sf.read(rows[i]["input_filepath"], dtype="float32")[0])
+        est = perturbed_oracle(sources)(mixture)[:, : refs.shape[-1]].double()
+        best, perm = permutation_invariant_training(est[None], refs[None], scale_invariant_signal_distortion_ratio)
+        mix_si = scale_invariant_signal_distortion_ratio(mixture.double().expand(2, -1), refs).mean()
+        assert r["perm"] == "1 0"  # the swap is undone
+        assert float(r["si_sdr"]) == pytest.approx(float(best), abs=1e-3)
+        assert float(r["si_sdr_i"]) == pytest.approx(float(best - mix_si), abs=1e-3)
+        assert float(r["duration"]) == pytest.approx(refs.shape[-1] / SR)
+    si_sdr_i = [float(r["si_sdr_i"]) for r in table]
+    assert int(np.argmax(si_sdr_i)) == 0 and int(np.argmin(si_sdr_i)) == 3
+
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["metrics"]["si_sdr_i"]["mean"] == pytest.approx(np.mean(si_sdr_i), abs=1e-3)
+    assert saved["metrics"]["si_sdr_i"]["median"] == pytest.approx(np.median(si_sdr_i), abs=1e-3)
+    assert set(saved["metrics"]) >= {"si_sdr", "si_sdr_i", "sdr", "sdr_i"}
+
+    page = (out / "report.html").read_text()
+    assert "utt0" in page and "utt3" in page and "nope.wav" in page
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "matplotlib is not installed" in page and not list(out.glob("*.png"))
+    else:
+        for png in ("si_sdr_i_hist.png", "spectrogram_best.png", "spectrogram_worst.png"):
+            assert (out / png).stat().st_size > 0 and png in page
+    if importlib.util.find_spec("pesq") is None:
+        assert "pesq" in saved["extra_metrics_unavailable"] and "pesq" not in table[0]
+    assert not list(out.glob(".*"))  # no temp files left
+
+
+def sources_by_index(sources, i):
+    return next(s for j, s in sources.values() if j == i)
+
+
+def test_mixture_baseline_is_zero_improvement(corpus, tmp_path):
+    rows, _ = corpus
+    manifest = write_manifest(tmp_path / "tt.json", rows)
+    summary = ev.evaluate(lambda mix: mix.expand(2, -1), manifest, str(tmp_path / "b"), report=False)
+    assert summary["metrics"]["si_sdr_i"]["mean"] == pytest.approx(0.0, abs=1e-6)
+    assert summary["metrics"]["sdr_i"]["max"] == pytest.approx(0.0, abs=1e-6)
+    assert not (tmp_path / "b" / "report.html").exists()
+    with pytest.raises(ValueError, match="expected \\[2, T\\]"):
+        ev.evaluate(lambda mix: mix[None], manifest, str(tmp_path / "c"))
+
+
+def test_resamples_to_the_separator_rate(corpus, tmp_path):
+    rows, _ = corpus
+    manifest = write_manifest(tmp_path / "tt.json", rows[:1])
+    seen = []
+
+    def separate(mix):
+        seen.append(mix.shape[-1])
+        return mix.expand(2, -1)
+
+    summary = ev.evaluate(separate, manifest, str(tmp_path / "r"), sample_rate=16000, report=False)
+    assert seen == [8000] and summary["num_evaluated"] == 1  # 4000 samples at 8 kHz -> 8000 at 16 kHz
