@@ -1,0 +1,123 @@
+"""NEST (denoising masked-token prediction) pretraining model on nest_ext's data path.
+
+:class:`EncDecDenoiseMaskedTokenPredModel` is NeMo's class of the same name
+(``nemo.collections.asr.models.ssl_models``) with two changes:
+
+* training/validation data come from :mod:`nest_ext.data.ssl_dataset` (NeMo's datasets with the noise
+  sampling defect fixed and bad audio reported and skipped), for manifests, tarred data and lhotse
+  (``use_lhotse: true``); the data loader also takes ``persistent_workers`` and ``prefetch_factor``
+  from the dataset config when set;
+* the encoder follows ``USE_NEMO_CONFORMER`` (:mod:`nest_ext.parts.encoder_choice`): set, NeMo's
+  ``ConformerEncoder`` is built from the same encoder config; the saved config keeps its own target.
+
+Everything else -- preprocessor, quantizer, masking, encoder, decoder and loss -- is built from the
+config's ``_target_``s exactly as NeMo does; forward, training and validation steps are NeMo's.
+Batches are NeMo's ``AudioNoiseBatch``: ``audio``, ``noise``, ``noisy_audio`` [B, T] with lengths [B];
+``forward`` returns log-probs [B, T', C, H] (or [B, T', C] with ``squeeze_single``), lengths [B],
+masks [B, D, T] and target tokens [B, T', H] (or [B, T']).
+
+Example (``train.py`` does this from the Hydra config)::
+
+    from omegaconf import OmegaConf
+    from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
+    cfg = OmegaConf.load("config/nest_fast-conformer.yaml")      # any NEST config
+    cfg.model.train_ds = cfg.model.validation_ds = None           # no data: inference only
+    model = EncDecDenoiseMaskedTokenPredModel(cfg=cfg.model)      # audio, noisy: [B, T]; audio_len: [B]
+    log_probs, lengths, masks, tokens = model(input_signal=audio, input_signal_length=audio_len,
+                                               noisy_input_signal=noisy, noisy_input_signal_length=audio_len,
+                                               apply_mask=True)
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo.collections.asr.data import audio_to_text_dataset
+from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel as _NeMoNEST
+from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
+
+from nest_ext.data.ssl_dataset import LhotseAudioNoiseDataset, get_audio_noise_dataset_from_config, get_collate_fn
+from nest_ext.parts.audio_checks import get_on_bad_audio
+from nest_ext.parts.encoder_choice import apply_encoder_choice
+
+__all__ = ["EncDecDenoiseMaskedTokenPredModel", "allow_nest_ext_targets", "dataloader_kwargs"]
+
+
+def allow_nest_ext_targets():
+    """Let NeMo's ``safe_instantiate`` build ``nest_ext.*`` ``_target_``s (our loss, encoder, ...).
+
+    NeMo 3.0 instantiates only targets under an allow-list of prefixes (``nemo.collections.``, ...); ours
+    is added by prefix, and NeMo's own check that the class is a ``Serialization``/``nn.Module`` subclass
+    still applies. Called at import of this module, which ``train.py`` and ``restore_from`` load first.
+    """
+    from nemo.core.classes import common
+
+    if "nest_ext." not in common.ALLOWED_TARGET_PREFIXES:
+        common.ALLOWED_TARGET_PREFIXES.append("nest_ext.")
+
+
+allow_nest_ext_targets()
+
+
+def dataloader_kwargs(config) -> Dict:
+    """DataLoader worker options from a dataset config: NeMo's ``num_workers``/``pin_memory`` plus
+    ``persistent_workers`` and ``prefetch_factor`` when set (they only exist with worker processes)."""
+    num_workers = int(config.get("num_workers", 0) or 0)
+    kwargs = dict(num_workers=num_workers, pin_memory=bool(config.get("pin_memory", False)))
+    if num_workers > 0:
+        if config.get("persistent_workers", None) is not None:
+            kwargs["persistent_workers"] = bool(config["persistent_workers"])
+        if config.get("prefetch_factor", None) is not None:
+            kwargs["prefetch_factor"] = int(config["prefetch_factor"])
+    return kwargs
+
+
+class EncDecDenoiseMaskedTokenPredModel(_NeMoNEST):
+    """NeMo's NEST model with nest_ext's datasets and the ``USE_NEMO_CONFORMER`` encoder toggle.
+
+    Args:
+        cfg: the ``model`` section of a NEST config (``config/nest_fast-conformer.yaml``).
+        trainer: a Lightning trainer, or None (e.g. for inference or counting parameters).
+    """
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        if not isinstance(cfg, DictConfig):
+            cfg = OmegaConf.create(cfg)
+        build_cfg = apply_encoder_choice(cfg)  # a copy when the toggle changes the target
+        super().__init__(cfg=build_cfg, trainer=trainer)
+        if build_cfg is not cfg:
+            # the saved config (.nemo, checkpoints) keeps the target the user wrote
+            with open_dict(self._cfg):
+                self._cfg.encoder._target_ = cfg.encoder._target_
+            self.cfg = self._cfg  # refresh Lightning's hparams copy
+
+    def _setup_dataloader_from_config(self, config: Optional[Dict]):
+        audio_to_text_dataset.inject_dataloader_value_from_model_config(self.cfg, config, key="sample_rate")
+
+        if config.get("use_lhotse"):
+            dataset = LhotseAudioNoiseDataset(
+                noise_manifest=config.get("noise_manifest", None),
+                batch_augmentor_cfg=config.get("batch_augmentor", None),
+                on_bad_audio=get_on_bad_audio(config),
+                check_audio_at_start=bool(config.get("check_audio_at_start", True)),
+            )
+            return get_lhotse_dataloader_from_config(
+                config, global_rank=self.global_rank, world_size=self.world_size, dataset=dataset
+            )
+
+        dataset = get_audio_noise_dataset_from_config(config, global_rank=self.global_rank, world_size=self.world_size)
+        if dataset is None:  # no manifest given: nothing to load (NeMo's warning was logged)
+            return None
+        # iterable (tarred) datasets shuffle themselves
+        shuffle = bool(config["shuffle"]) and not isinstance(dataset, torch.utils.data.IterableDataset)
+        return torch.utils.data.DataLoader(
+            dataset=dataset,
+            batch_size=config["batch_size"],
+            collate_fn=get_collate_fn(dataset),
+            drop_last=config.get("drop_last", False),
+            shuffle=shuffle,
+            **dataloader_kwargs(config),
+        )

@@ -1,0 +1,83 @@
+"""Which ConformerEncoder a NEST model builds: ours, or NeMo's when ``USE_NEMO_CONFORMER`` is set.
+
+``USE_NEMO_CONFORMER=true`` (also ``1``/``yes``, any case) makes models build
+``nemo.collections.asr.modules.ConformerEncoder`` from the same encoder config instead of the config's
+Conformer target (``nest_ext.modules.ConformerEncoder``). Both have the same constructor arguments and
+state dict, so a ``.nemo`` saved with one restores with the other. Encoder targets that are not a
+Conformer are left alone (with a warning when the variable is set). The choice is logged.
+
+Example::
+
+    >>> use_nemo_conformer({"USE_NEMO_CONFORMER": "Yes"}), use_nemo_conformer({"USE_NEMO_CONFORMER": "0"})
+    (True, False)
+
+and in a model's ``__init__`` (the given config is not changed, so a saved config keeps its target)::
+
+    build_cfg = apply_encoder_choice(cfg)   # encoder._target_ is NeMo's when the variable is set
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from typing import Mapping, Optional
+
+from omegaconf import DictConfig, open_dict
+
+ENV_VAR = "USE_NEMO_CONFORMER"
+NEMO_CONFORMER = "nemo.collections.asr.modules.ConformerEncoder"
+OUR_CONFORMER = "nest_ext.modules.ConformerEncoder"
+# every spelling of a Conformer target the toggle may replace
+CONFORMER_TARGETS = {
+    NEMO_CONFORMER,
+    "nemo.collections.asr.modules.conformer_encoder.ConformerEncoder",
+    OUR_CONFORMER,
+    "nest_ext.modules.conformer.ConformerEncoder",
+    "nest_ext.modules.conformer.encoder.ConformerEncoder",
+}
+TRUE_VALUES = {"true", "1", "yes"}
+
+log = logging.getLogger("nest_ext")
+
+
+def use_nemo_conformer(env: Optional[Mapping[str, str]] = None) -> bool:
+    """True when ``USE_NEMO_CONFORMER`` is ``true``/``1``/``yes`` (case-insensitive) in ``env`` (default os.environ)."""
+    env = os.environ if env is None else env
+    return env.get(ENV_VAR, "").strip().lower() in TRUE_VALUES
+
+
+def _log(msg: str, warning: bool = False):
+    try:  # NeMo's logger when NeMo is loaded, so the line shows in NeMo's log files
+        from nemo.utils import logging as nemo_logging
+
+        (nemo_logging.warning if warning else nemo_logging.info)(msg)
+    except ImportError:  # pragma: no cover - NeMo is a dependency
+        (log.warning if warning else log.info)(msg)
+
+
+def encoder_target(encoder_cfg, env: Optional[Mapping[str, str]] = None) -> str:
+    """The ``_target_`` to build for ``encoder_cfg`` under the toggle, and log the choice."""
+    target = encoder_cfg.get("_target_", None) if encoder_cfg is not None else None
+    if target is None:
+        return target
+    if use_nemo_conformer(env):
+        if target in CONFORMER_TARGETS:
+            _log(f"{ENV_VAR} is set: building NeMo's {NEMO_CONFORMER} (config says {target})")
+            return NEMO_CONFORMER
+        _log(f"{ENV_VAR} is set but the encoder is {target}, not a ConformerEncoder: left as it is", warning=True)
+        return target
+    _log(f"encoder: {target} (set {ENV_VAR}=true to build NeMo's ConformerEncoder instead)")
+    return target
+
+
+def apply_encoder_choice(model_cfg: DictConfig, env: Optional[Mapping[str, str]] = None) -> DictConfig:
+    """A copy of a model config whose ``encoder._target_`` follows the toggle; ``model_cfg`` is unchanged."""
+    if "encoder" not in model_cfg or model_cfg.encoder is None:
+        return model_cfg
+    target = encoder_target(model_cfg.encoder, env)
+    if target == model_cfg.encoder.get("_target_", None):
+        return model_cfg
+    new = copy.deepcopy(model_cfg)
+    with open_dict(new):
+        new.encoder._target_ = target
+    return new
