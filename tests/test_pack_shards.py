@@ -278,7 +278,7 @@ def test_nemo_tarred_dataset_reads_the_shards(tmp_path):
     n = len((out / "data.list").read_text().split())
     ds = TarredAudioToCharDataset(
         audio_tar_filepaths=f"{out}/audio__OP_0..{n - 1}_CL_.tar", manifest_filepath=str(out / "tarred_audio_manifest.json"),
-        labels=list(" abcdefghijklmnopqrstuvwxyz'0123456789"), sample_rate=16000, return_sample_id=True,
+        labels=list(" abcdefghijklmnopqrstuvwxyz'0123456789"), sample_rate=16000, return_sample_id=True, parser="base", normalize=False,
     )
     seen = []
     for f, fl, t, tl, idx in ds:

@@ -375,19 +375,31 @@ def _load_worker(args):
         return BadItem(utt.utt_id, utt.source + (" |" if utt.is_pipe else ""), utt.origin, reason)
 
 
-def _ordered_map(fn, items: Iterable, num_workers: int) -> Iterator:
-    """``map`` in input order, over a process pool with a bounded number of tasks in flight."""
+def _ordered_map(fn, items: Iterable, num_workers: int, chunk: int = 8) -> Iterator:
+    """``map(fn, items)`` in input order over a process pool: ``chunk`` items per task (fewer
+    round trips), a bounded number of tasks in flight (bounded memory)."""
     if num_workers <= 1:
         for it in items:
             yield fn(it)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    window = 8 * num_workers
+    window = 4 * num_workers
+
+    def chunks():
+        buf = []
+        for x in items:
+            buf.append(x)
+            if len(buf) == chunk:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+
     with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context(method)) as ex:
         pending = deque()
-        it = iter(items)
-        for x in it:
-            pending.append(ex.submit(fn, x))
+        it = chunks()
+        for c in it:
+            pending.append(ex.submit(_map_chunk, fn, c))
             if len(pending) >= window:
                 break
         while pending:
@@ -399,10 +411,14 @@ def _ordered_map(fn, items: Iterable, num_workers: int) -> Iterator:
                     "a packing worker process died (killed, or crashed inside an audio decoder); completed "
                     "shards are kept -- rerun with --skip-existing, with --num-workers 1 to see which file"
                 ) from e
-            for x in it:
-                pending.append(ex.submit(fn, x))
+            for c in it:
+                pending.append(ex.submit(_map_chunk, fn, c))
                 break
-            yield res
+            yield from res
+
+
+def _map_chunk(fn, chunk):
+    return [fn(x) for x in chunk]
 
 
 # ----------------------------------------------------------------------------------------- writing
