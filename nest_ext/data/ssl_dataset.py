@@ -328,7 +328,7 @@ class TarredAudioNoiseDataset(_BadAudioMixin, nemo_ssl.TarredAudioNoiseDataset):
         entry = self.manifest_processor.collection[manifest_idx]
         try:
             with io.BytesIO(audio_bytes) as stream:
-                audio = self._load_audio(stream, entry, name=f"tar member {audio_filename}")
+                audio = self._load_audio(stream, entry, name=f"tar member {entry.audio_file}")
         except BadAudioError as e:
             self.bad_audio.add(e.path, e.reason, e.where, "load")  # raises under on_bad_audio=error
             return None
