@@ -1,5 +1,4 @@
 """Separation dataset: crops, padding, lengths, bad audio, epochs/seeds, dynamic mixing recipe."""
-import json
 import logging
 
 import numpy as np

@@ -30,7 +30,7 @@ Example:
 from __future__ import annotations
 
 import importlib.util
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torchmetrics.functional.audio import (
