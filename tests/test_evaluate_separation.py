@@ -175,3 +175,35 @@ def test_cli_with_a_tiny_mossformer2_nemo(corpus, tmp_path, capsys):
     expected = separation_metrics(est, refs, mixture, SR, extra=False)
     assert float(table[0]["si_sdr_i"]) == pytest.approx(expected["si_sdr_i"], abs=1e-3)
     assert (out / "summary.json").exists() and (out / "report.html").exists()
+
+
+def test_pesq_stoi_columns_when_packages_exist(corpus, tmp_path, monkeypatch):
+    """With `pesq`/`pystoi` importable, their per-source scores of the PIT-aligned estimates are averaged."""
+    import importlib.machinery
+    import types
+
+    calls = {"pesq": [], "stoi": []}
+
+    def fake_pesq(rate, ref, est, mode):
+        calls["pesq"].append((rate, mode))
+        return float(np.corrcoef(ref, est)[0, 1])  # high only when the estimate is aligned with ref
+
+    def fake_stoi(ref, est, rate, extended=False):
+        calls["stoi"].append(rate)
+        return float(np.corrcoef(ref, est)[0, 1])
+
+    for name, attr, fn in (("pesq", "pesq", fake_pesq), ("pystoi", "stoi", fake_stoi)):
+        mod = types.ModuleType(name)
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        setattr(mod, attr, fn)
+        monkeypatch.setitem(sys.modules, name, mod)
+    rows, sources = corpus
+    manifest = write_manifest(tmp_path / "tt.json", rows[:1])
+    summary = ev.evaluate(perturbed_oracle(sources), manifest, str(tmp_path / "x"), sample_rate=SR, report=False)
+    with open(tmp_path / "x" / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["pesq"]) > 0.99 and float(row["stoi"]) > 0.99  # swapped estimates were re-aligned first
+    assert calls["pesq"] == [(SR, "nb")] * 2 and calls["stoi"] == [SR] * 2
+    assert summary["metrics"]["pesq"]["count"] == 1 and summary["extra_metrics_unavailable"] == []
+    ev.evaluate(perturbed_oracle(sources), manifest, str(tmp_path / "y"), extra_metrics=False, report=False)
+    assert "pesq" not in (tmp_path / "y" / "metrics.csv").read_text().splitlines()[0]

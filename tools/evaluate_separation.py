@@ -197,7 +197,7 @@ def evaluate(
         "metrics": {k: _stats([r[k] for r in rows]) for k in metric_names},
         "real_time_factor": (sum(r["seconds"] for r in rows) / total_audio) if total_audio else None,
         "skipped": skipped,
-        "extra_metrics_unavailable": [k for k in ("pesq", "stoi") if k not in extras],
+        "extra_metrics_unavailable": [k for k in ("pesq", "stoi") if k not in available_extra_metrics()],
     }
     _atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
     if report:
