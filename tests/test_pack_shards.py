@@ -288,3 +288,37 @@ def test_nemo_tarred_dataset_reads_the_shards(tmp_path):
         assert int(fl) == len(sources[utt]) and int(tl) == len(entry.text_raw if hasattr(entry, "text_raw") else entry.text)
         seen.append(utt)
     assert seen == list(sources)
+
+
+@pytest.mark.slow
+def test_nest_tarred_data_path_reads_the_shards(tmp_path):
+    """The NEST training path (``is_tarred=true`` with the _OP_/_CL_ pattern) yields the packed audio."""
+    from omegaconf import OmegaConf
+
+    from conftest import write_manifest, write_wav
+    from nest_ext.data.ssl_dataset import get_audio_noise_dataset_from_config
+
+    sr, root = 16000, tmp_path / "data"
+    (root / "wav").mkdir(parents=True)
+    sources, lines = {}, []
+    for i, dur in enumerate((1.2, 1.5, 1.1)):
+        p = root / "wav" / f"u{i}.wav"
+        sf.write(str(p), speech_like(dur, sr, seed=i), sr, subtype="PCM_16")
+        sources[f"utt{i}"] = sf.read(str(p), dtype="float32")[0]
+        lines.append(f"utt{i} {p}\n")
+    (root / "wav.scp").write_text("".join(lines))
+    out = tmp_path / "out"
+    pack_shards(out_dir=str(out), wav_scp=str(root / "wav.scp"), shard_size=2, progress=False)
+    noise = write_manifest(tmp_path / "noise.json", [
+        {"audio_filepath": write_wav(tmp_path / "n.wav", 0.05 * np.random.default_rng(0).standard_normal(3 * sr)),
+         "duration": 3.0}])
+    cfg = OmegaConf.create({
+        "manifest_filepath": str(out / "tarred_audio_manifest.json"), "is_tarred": True,
+        "tarred_audio_filepaths": f"{out}/audio__OP_0..1_CL_.tar", "noise_manifest": noise, "sample_rate": sr,
+        "batch_size": 2, "shuffle": False, "num_workers": 0, "max_duration": 60.0, "min_duration": None})
+    ds = get_audio_noise_dataset_from_config(cfg, global_rank=0, world_size=1)
+    items = list(ds)
+    assert len(items) == 3
+    for item, ref in zip(items, sources.values()):
+        np.testing.assert_allclose(item.audio.numpy(), ref, atol=1e-6)
+        assert int(item.audio_len) == len(ref)
