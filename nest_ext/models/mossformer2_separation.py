@@ -1,0 +1,370 @@
+"""MossFormer2 speech separation as a NeMo audio-to-audio model.
+
+`MossFormer2SeparationModel` subclasses NeMo's `AudioToAudioModel`, so data loading, `.nemo` save/restore,
+optimiser/scheduler set-up and `train.py` work as for NeMo's enhancement models. Its children `encoder`,
+`masker` and `decoder` are built from config `_target_`s; with the MossFormer2 blocks
+(`nest_ext.modules.mossformer2`) its state dict has exactly the layout of our `MossFormer2` module, which
+the converter maps from the official checkpoints.
+
+Shapes: mixture `input_signal` [B, 1, T] or [B, T], `input_length` [B] -> estimates [B, S, T], length [B].
+Training minimises permutation-invariant negative SI-SDR (`nest_ext.losses.pit_sisdr`); validation and test
+log SI-SDR and SI-SDRi (improvement over the mixture), reduced across ranks.
+
+Example (tiny network, random weights):
+    >>> from omegaconf import OmegaConf
+    >>> cfg = MossFormer2SeparationModel.default_config(
+    ...     encoder_embedding_dim=32, mossformer_sequence_dim=32, num_mossformer_layer=1)
+    >>> model = MossFormer2SeparationModel(cfg).eval()
+    >>> est, length = model(input_signal=torch.randn(2, 1, 1600), input_length=torch.tensor([1600, 1200]))
+    >>> tuple(est.shape), length.tolist()
+    ((2, 2, 1600), [1600, 1200])
+"""
+import os
+import tempfile
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import soundfile as sf
+import torch
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
+from nemo.core.classes.common import PretrainedModelInfo
+from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
+from nemo.utils import logging
+
+from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
+
+__all__ = ["MossFormer2SeparationModel", "load_mono_audio"]
+
+# Where the MossFormer2 blocks live; only `default_config` names them, configs may point elsewhere.
+_BLOCKS = "nest_ext.modules.mossformer2"
+
+
+def _allow_nest_ext_targets():
+    """Let NeMo's `safe_instantiate` build `nest_ext.*` config targets.
+
+    NeMo 3.0 only instantiates `_target_`s under an allow-list of prefixes (nemo.collections., torch.nn., ...);
+    ours are added by prefix, and NeMo's own check that the class is an `nn.Module`/`ModelPT`/dataset
+    subclass still applies.
+    """
+    from nemo.core.classes import common
+
+    if "nest_ext." not in common.ALLOWED_TARGET_PREFIXES:
+        common.ALLOWED_TARGET_PREFIXES.append("nest_ext.")
+
+
+_allow_nest_ext_targets()
+
+
+def load_mono_audio(path: str, sample_rate: int, channel: Optional[int] = None) -> np.ndarray:
+    """Read an audio file as float32 mono [T] at `sample_rate`.
+
+    Multi-channel files are refused unless `channel` picks one (separation of a downmix is rarely what a
+    user wants, so we do not average silently). Other sample rates are resampled with librosa (soxr).
+
+    Example:
+        >>> import tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "x.wav"); sf.write(p, np.zeros((1600, 2), "float32"), 16000)
+        >>> load_mono_audio(p, 8000, channel=1).shape
+        (800,)
+    """
+    try:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
+    except Exception as err:  # soundfile raises several types; name the file in every case
+        raise ValueError(f"cannot read audio file {path}: {err}") from err
+    channels = audio.shape[1]
+    if channel is None:
+        if channels != 1:
+            raise ValueError(
+                f"{path} has {channels} channels; MossFormer2 separates a single-channel mixture. "
+                f"Pick one with --channel N (0..{channels - 1})."
+            )
+        channel = 0
+    if not 0 <= channel < channels:
+        raise ValueError(f"{path} has {channels} channel(s); channel {channel} does not exist")
+    audio = np.ascontiguousarray(audio[:, channel])
+    if audio.size == 0:
+        raise ValueError(f"{path} contains no samples")
+    if rate != sample_rate:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
+    return audio
+
+
+class MossFormer2SeparationModel(AudioToAudioModel):
+    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder).
+
+    Config keys (under `model`): `sample_rate`, `num_spks`, `encoder`, `masker`, `decoder` (`_target_`
+    configs), `loss` (default: `PermutationInvariantSISDRLoss`), `train_ds`/`validation_ds`/`test_ds`,
+    `optim`; optional `inference_chunk_seconds` for chunked separation of long inputs.
+    """
+
+    def __init__(self, cfg: DictConfig, trainer: Trainer = None):
+        super().__init__(cfg=cfg, trainer=trainer)
+        self.num_spks = int(self._cfg.num_spks)
+        self.encoder = self.from_config_dict(self._cfg.encoder)
+        self.masker = self.from_config_dict(self._cfg.masker)
+        self.decoder = self.from_config_dict(self._cfg.decoder)
+        if self.loss is None:
+            self.loss = PermutationInvariantSISDRLoss()
+        # SI-SDR for the logged metrics uses the loss's convention, so val_loss == -val_sisdr
+        self._zero_mean = bool(getattr(self.loss, "zero_mean", True))
+
+    # ------------------------------------------------------------------ config
+    @staticmethod
+    def default_config(
+        num_spks: int = 2,
+        encoder_kernel_size: int = 16,
+        encoder_embedding_dim: int = 512,
+        mossformer_sequence_dim: int = 512,
+        num_mossformer_layer: int = 24,
+        sample_rate: int = 8000,
+        **masker_kwargs,
+    ) -> DictConfig:
+        """Model config (no data, no optimiser) for an architecture given in the official argument names.
+
+        Extra keyword arguments (`group_size`, `query_key_dim`, ...) go to the mask network's config.
+        """
+        return OmegaConf.create(
+            {
+                "sample_rate": sample_rate,
+                "num_spks": num_spks,
+                "encoder": {
+                    "_target_": f"{_BLOCKS}.MossFormer2Encoder",
+                    "kernel_size": encoder_kernel_size,
+                    "embedding_dim": encoder_embedding_dim,
+                },
+                "masker": {
+                    "_target_": f"{_BLOCKS}.MossFormer2MaskNet",
+                    "embedding_dim": encoder_embedding_dim,
+                    "sequence_dim": mossformer_sequence_dim,
+                    "num_layers": num_mossformer_layer,
+                    "num_spks": num_spks,
+                    **masker_kwargs,
+                },
+                "decoder": {
+                    "_target_": f"{_BLOCKS}.MossFormer2Decoder",
+                    "kernel_size": encoder_kernel_size,
+                    "embedding_dim": encoder_embedding_dim,
+                },
+                "loss": {"_target_": "nest_ext.losses.pit_sisdr.PermutationInvariantSISDRLoss", "zero_mean": True},
+            }
+        )
+
+    # ------------------------------------------------------------------ network
+    @property
+    def input_types(self) -> Dict[str, NeuralType]:
+        # Documented, not enforced with @typecheck: forward also takes [B, T] mixtures.
+        return {
+            "input_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
+            "input_length": NeuralType(tuple("B"), LengthsType(), optional=True),
+        }
+
+    @property
+    def output_types(self) -> Dict[str, NeuralType]:
+        return {
+            "output_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
+            "output_length": NeuralType(tuple("B"), LengthsType(), optional=True),
+        }
+
+    def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
+        """Separate a batch of mixtures.
+
+        Args:
+            input_signal: [B, 1, T] or [B, T] mixtures.
+            input_length: [B] valid samples (the network itself sees the whole padded batch, as the
+                official model does; the loss and the written files use only the valid part).
+
+        Returns:
+            (estimates [B, num_spks, T], length [B]).
+        """
+        if input_signal.ndim == 3:
+            if input_signal.size(1) != 1:
+                raise ValueError(f"expected a single-channel mixture [B, 1, T], got {tuple(input_signal.shape)}")
+            input_signal = input_signal[:, 0]
+        elif input_signal.ndim != 2:
+            raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(input_signal.shape)}")
+        batch, time = input_signal.shape
+        if input_length is None:
+            input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
+
+        encoded = self.encoder(input_signal)  # [B, N, L]
+        masks = self.masker(encoded)  # [B, S, N, L]
+        estimates = self.decoder(encoded.unsqueeze(1) * masks)  # [B, S, T']
+        # The transposed convolution gives T' != T in general: pad with zeros or crop, like the official model
+        estimates = self.match_batch_length(input=estimates, batch_length=time)
+        return estimates, input_length
+
+    # ------------------------------------------------------------------ training / evaluation
+    def _check_targets(self, target_signal: torch.Tensor):
+        if target_signal.size(1) != self.num_spks:
+            raise ValueError(
+                f"the batch has {target_signal.size(1)} target source(s) but the model separates "
+                f"{self.num_spks}; check the manifest's target list and model.num_spks"
+            )
+
+    def _compute_train_loss(self, input_signal, target_signal, input_length):
+        self._check_targets(target_signal)
+        estimates, _ = self.forward(input_signal=input_signal, input_length=input_length)
+        return self.loss(estimate=estimates, target=target_signal, input_length=input_length)
+
+    def evaluation_step(self, batch, batch_idx, dataloader_idx: int = 0, tag: str = "val"):
+        input_signal, target_signal, input_length = self._parse_batch(batch)
+        self._check_targets(target_signal)
+        estimates, _ = self.forward(input_signal=input_signal, input_length=input_length)
+        loss = self.loss(estimate=estimates, target=target_signal, input_length=input_length)
+
+        si_sdr, _ = pit_si_sdr(estimates, target_signal, input_length, zero_mean=self._zero_mean)
+        mixture = input_signal[:, :1].expand(-1, self.num_spks, -1)
+        baseline = si_sdr_valid(mixture, target_signal, input_length, zero_mean=self._zero_mean).mean(dim=1)
+        batch_size = input_signal.size(0)
+        # Epoch means weighted by utterances, averaged across ranks
+        log_args = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log(f"{tag}_sisdr", si_sdr.mean(), **log_args)
+        self.log(f"{tag}_sisdri", (si_sdr - baseline).mean(), **log_args)
+        if self._trainer is not None:
+            self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
+        return {f"{tag}_loss": loss}
+
+    def on_validation_epoch_end(self):
+        # NeMo logs the epoch's val_loss unsynced by default; separation metrics must agree across ranks
+        return super().on_validation_epoch_end(sync_metrics=True)
+
+    def on_test_epoch_end(self):
+        return super().on_test_epoch_end(sync_metrics=True)
+
+    # ------------------------------------------------------------------ data
+    def _setup_dataloader_from_config(self, config: Optional[Dict]):
+        """Separation manifests (input = mixture, target = list of sources) through
+        `nest_ext.data.separation_dataset`: random `segment_seconds` crops, optional dynamic mixing and
+        speed perturbation. `sample_rate` and `num_spks` come from the model unless the config sets them.
+        """
+        if config is None or config.get("manifest_filepath") is None:
+            logging.warning(f"No manifest_filepath in {config}; dataloader not set up")
+            return None
+        from nest_ext.data.separation_dataset import get_separation_dataset_from_config
+
+        # ModelPT sets up data before our __init__ body runs: read the model's values from the config
+        model_values = {"sample_rate": int(self._cfg.sample_rate), "num_spks": int(self._cfg.num_spks)}
+        with open_dict(config):
+            for key, value in model_values.items():
+                if config.get(key) is None:
+                    config[key] = value
+                elif int(config[key]) != value:
+                    raise ValueError(f"dataset {key}={config[key]} differs from the model's {key}={value}")
+        dataset = get_separation_dataset_from_config(config)
+        return torch.utils.data.DataLoader(
+            dataset=dataset,
+            batch_size=config["batch_size"],
+            collate_fn=dataset.collate_fn,
+            drop_last=config.get("drop_last", False),
+            shuffle=config["shuffle"],
+            num_workers=config.get("num_workers", 0),
+            pin_memory=config.get("pin_memory", False),
+            persistent_workers=config.get("num_workers", 0) > 0 and config.get("persistent_workers", False),
+        )
+
+    def on_train_epoch_start(self):
+        # New crops / dynamic mixtures each epoch; the dataset keeps the epoch in shared memory for workers
+        from nest_ext.data.separation_dataset import set_separation_epoch
+
+        if self._train_dl is not None:
+            set_separation_epoch(self._train_dl, self.current_epoch)
+        return super().on_train_epoch_start()
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def separate(self, mixture: Union[torch.Tensor, np.ndarray], chunk_seconds: Optional[float] = None) -> torch.Tensor:
+        """Separate one mixture [T] (or a batch [B, T]) at the model's sample rate -> [S, T] (or [B, S, T]).
+
+        `chunk_seconds` (or `model.inference_chunk_seconds`) bounds memory on long inputs through the
+        MossFormer2 blocks' chunked inference, when they provide it.
+        """
+        mixture = torch.as_tensor(mixture, dtype=torch.float32)
+        single = mixture.ndim == 1
+        batch = mixture.unsqueeze(0) if single else mixture
+        mode = self.training
+        self.eval()
+        try:
+            batch = batch.to(next(self.parameters()).device)
+            chunk_seconds = chunk_seconds or self._cfg.get("inference_chunk_seconds", None)
+            if chunk_seconds:
+                estimates = self._separate_chunked(batch, float(chunk_seconds))
+            else:
+                estimates, _ = self.forward(input_signal=batch)
+        finally:
+            self.train(mode)
+        estimates = estimates.cpu()
+        return estimates[0] if single else estimates
+
+    def _separate_chunked(self, batch: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
+        try:
+            from nest_ext.modules.mossformer2 import chunked_separation
+        except ImportError as err:
+            raise NotImplementedError(
+                "chunked inference needs nest_ext.modules.mossformer2.chunked_separation, which is not available"
+            ) from err
+        chunk = int(round(chunk_seconds * self.sample_rate))
+
+        def network(x):
+            return self.forward(input_signal=x)[0]
+
+        return chunked_separation(network, batch, chunk_samples=chunk)
+
+    @torch.no_grad()
+    def process(
+        self,
+        paths2audio_files: List[str],
+        output_dir: str,
+        batch_size: int = 1,
+        num_workers: Optional[int] = None,
+        input_channel_selector: Optional[int] = None,
+        input_dir: Optional[str] = None,
+        chunk_seconds: Optional[float] = None,
+    ) -> List[List[str]]:
+        """Separate files: writes `<output_dir>/<stem>_s1.wav ... _sN.wav` (float32 WAV, model rate).
+
+        Unlike NeMo's `process`, which writes one multi-channel file per input, a separation writes one
+        file per speaker. Files are processed one at a time (`batch_size`/`num_workers` are accepted for
+        interface compatibility): mixtures differ in length and the network has no padding mask.
+
+        Returns:
+            One list of written paths per input file.
+        """
+        written = []
+        os.makedirs(output_dir, exist_ok=True)
+        for path in paths2audio_files:
+            audio = load_mono_audio(path, self.sample_rate, channel=input_channel_selector)
+            estimates = self.separate(audio, chunk_seconds=chunk_seconds).numpy()
+            rel = os.path.relpath(path, input_dir) if input_dir is not None else os.path.basename(path)
+            stem = os.path.splitext(rel)[0]
+            outputs = []
+            for s, signal in enumerate(estimates, start=1):
+                out = os.path.join(output_dir, f"{stem}_s{s}.wav")
+                os.makedirs(os.path.dirname(out), exist_ok=True)
+                _write_float_wav(out, signal, self.sample_rate)
+                outputs.append(out)
+            written.append(outputs)
+        return written
+
+    @classmethod
+    def list_available_models(cls) -> List[PretrainedModelInfo]:
+        """No hosted checkpoints: convert official ones with tools/convert_mossformer2_checkpoint.py."""
+        return []
+
+
+def _write_float_wav(path: str, signal: np.ndarray, sample_rate: int):
+    """32-bit float WAV, written to a temporary name first so a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".wav", dir=directory)
+    os.close(fd)
+    try:
+        sf.write(tmp, np.asarray(signal, dtype=np.float32), sample_rate, subtype="FLOAT")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
