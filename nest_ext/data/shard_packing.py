@@ -791,6 +791,11 @@ def _finalize(out_dir: str, fmt: str, shards, plans, summary: PackSummary) -> No
         summary.bad.extend(BadItem(**b) for b in m["bad"])
     if any(m is None for m in markers):
         return
+    stale = sorted(f for f in os.listdir(os.path.join(out_dir, STATE_DIR))
+                   if re.fullmatch(r"shard_\d+\.json", f) and int(f[6:-5]) >= len(shards))
+    if stale:
+        logger.warning("%s holds shards of an earlier run with more shards (%s...); they are not in the new "
+                       "manifests -- remove them or use a fresh --out-dir", out_dir, stale[0])
     if fmt == "nemo":
         parts = []
         for i in range(len(shards)):
