@@ -118,16 +118,19 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
 
     def forward(self, x, pos_emb=None, key_bias=None, query_pad=None):
         q, k, v = self._qkv(x)
-        scale = 1.0 / math.sqrt(self.d_k)
+        b, h, t, d_k = q.shape
+        scale = 1.0 / math.sqrt(d_k)
         q = q * scale
-        q_u = q + (self.pos_bias_u * scale).unsqueeze(1)  # [B, H, T, d_k]
-        q_v = q + (self.pos_bias_v * scale).unsqueeze(1)
-        p = self.linear_pos(pos_emb).view(-1, self.h, self.d_k).transpose(0, 1)  # [H, 2T-1, d_k]
-        scores = torch.matmul(q_u, k.transpose(-2, -1))  # [B, H, T, T]
-        scores = scores + relative_shift(torch.matmul(q_v, p.transpose(-2, -1)))
-        if key_bias is not None:
-            scores = scores + key_bias
+        p = self.linear_pos(pos_emb).view(-1, h, d_k).transpose(0, 1)  # [H, 2T-1, d_k]
+        # position term (b, d of Transformer-XL), shifted so column j is the distance i - j; the padding
+        # bias rides along in the same add, which also makes the strided view contiguous
+        bias = relative_shift(torch.matmul(q + (self.pos_bias_v * scale).unsqueeze(1), p.transpose(-2, -1)))
+        bias = bias + key_bias if key_bias is not None else bias.contiguous()
+        # content term (a, c) accumulated onto it in one batched matmul
+        q_u = (q + (self.pos_bias_u * scale).unsqueeze(1)).reshape(b * h, t, d_k)
+        scores = torch.baddbmm(bias.reshape(b * h, t, t), q_u, k.reshape(b * h, t, d_k).transpose(1, 2))
         attn = torch.softmax(scores, dim=-1)
         if self.training and self.dropout_rate > 0:
             attn = F.dropout(attn, self.dropout_rate)
-        return self._output(torch.matmul(attn, v), query_pad)
+        context = torch.bmm(attn, v.reshape(b * h, t, d_k)).view(b, h, t, d_k)
+        return self._output(context, query_pad)

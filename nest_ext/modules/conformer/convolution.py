@@ -4,8 +4,8 @@ batch/layer norm -> SiLU -> pointwise conv back to d_model.
 Parameter names and shapes match NeMo's ``ConformerConvolution`` (``pointwise_conv1`` [2D, D, 1],
 ``depthwise_conv`` [D, 1, K], ``batch_norm`` (a BatchNorm1d or LayerNorm, NeMo's name either way),
 ``pointwise_conv2`` [D, D, 1]). The pointwise convolutions run as matmuls on the time-major input
-[B, T, D], so only the depthwise convolution sees the channel-major layout (two transposes instead of
-NeMo's two plus the GLU/mask on the channel-major tensor); the depthwise convolution pads itself.
+[B, T, D] and the depthwise convolution treats that same memory as a channels-last [B, D, T, 1] image, so
+no transposed copy or padded copy is made (NeMo makes four); the depthwise convolution pads itself.
 
 Example::
 
@@ -18,6 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ConformerConvolution"]
+
+
+class _BatchNorm1dAny(nn.BatchNorm1d):
+    """BatchNorm1d (same state dict) that also takes the [B, C, T, 1] channels-last view used below."""
+
+    def _check_input_dim(self, input):
+        if input.dim() not in (2, 3, 4):
+            raise ValueError(f"expected 2D, 3D or 4D input (got {input.dim()}D input)")
 
 
 class ConformerConvolution(nn.Module):
@@ -42,7 +50,7 @@ class ConformerConvolution(nn.Module):
         self.depthwise_conv = nn.Conv1d(
             d_model, d_model, kernel_size, padding=(kernel_size - 1) // 2, groups=d_model, bias=use_bias
         )
-        self.batch_norm = nn.BatchNorm1d(d_model) if norm_type == "batch_norm" else nn.LayerNorm(d_model)
+        self.batch_norm = _BatchNorm1dAny(d_model) if norm_type == "batch_norm" else nn.LayerNorm(d_model)
         self.pointwise_conv2 = nn.Conv1d(d_model, d_model, kernel_size=1, bias=use_bias)
 
     def forward(self, x, pad_mask=None):
@@ -51,9 +59,15 @@ class ConformerConvolution(nn.Module):
         if pad_mask is not None:
             # padded frames must not leak into valid ones through the depthwise kernel
             x = x.masked_fill(pad_mask.unsqueeze(-1), 0.0)
-        x = self.depthwise_conv(x.transpose(1, 2))
+        b, t, d = x.shape
+        # [B, T, D] seen as a channels-last [B, D, T, 1] image: oneDNN runs the depthwise kernel (K x 1)
+        # and batch norm in that layout, so no transposed copies are made
+        x = x.view(b, t, 1, d).permute(0, 3, 1, 2)
+        x = F.conv2d(x, self.depthwise_conv.weight.unsqueeze(-1), self.depthwise_conv.bias,
+                     padding=(self.kernel_size // 2, 0), groups=d)
         if self.norm_type == "batch_norm":
-            x = F.silu(self.batch_norm(x)).transpose(1, 2)
-        else:
-            x = F.silu(self.batch_norm(x.transpose(1, 2)))
-        return F.linear(x, self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
+            x = self.batch_norm(x)
+        x = x.permute(0, 2, 3, 1).reshape(b, t, d)
+        if self.norm_type == "layer_norm":
+            x = self.batch_norm(x)
+        return F.linear(F.silu(x), self.pointwise_conv2.weight.squeeze(-1), self.pointwise_conv2.bias)
