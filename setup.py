@@ -23,5 +23,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout"],
+        # evaluate_separation.py: PNG report (matplotlib), PESQ and STOI columns when installed
+        "eval": ["matplotlib", "pesq", "pystoi"],
     },
 )
