@@ -188,8 +188,9 @@ def test_sigkill_then_rerun_gives_the_clean_result(tmp_path):
     # Pipe entries that sleep make the run slow enough to be killed part-way, with no test hook.
     scp, text, _ = _make_kaldi_dir(tmp_path / "data", n=8, pipe_cmd="sleep 0.15; cat {path}")
     out = tmp_path / "out"
+    # Two decoding workers: the kill (of the whole process group) also takes the pool's processes down.
     cmd = [sys.executable, TOOL, "--wav-scp", scp, "--text", text, "--shard-size", "2", "--allow-pipes",
-           "--skip-existing", "--no-progress", "--out-dir", str(out)]
+           "--num-workers", "2", "--skip-existing", "--no-progress", "--out-dir", str(out)]
 
     def run_and_kill(when):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
