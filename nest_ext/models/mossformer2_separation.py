@@ -280,8 +280,9 @@ class MossFormer2SeparationModel(AudioToAudioModel):
     def separate(self, mixture: Union[torch.Tensor, np.ndarray], chunk_seconds: Optional[float] = None) -> torch.Tensor:
         """Separate one mixture [T] (or a batch [B, T]) at the model's sample rate -> [S, T] (or [B, S, T]).
 
-        `chunk_seconds` (or `model.inference_chunk_seconds`) bounds memory on long inputs through the
-        MossFormer2 blocks' chunked inference, when they provide it.
+        `chunk_seconds` (or `model.inference_chunk_seconds`) bounds memory on long inputs: overlapping
+        windows (`model.inference_overlap_seconds`, default min(1 s, chunk / 4)) separated one by one, speaker
+        order aligned across windows, cross-faded (`nest_ext.modules.mossformer2.chunked.separate_chunked`).
         """
         mixture = torch.as_tensor(mixture, dtype=torch.float32)
         single = mixture.ndim == 1
@@ -301,18 +302,19 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         return estimates[0] if single else estimates
 
     def _separate_chunked(self, batch: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
-        try:
-            from nest_ext.modules.mossformer2 import chunked_separation
-        except ImportError as err:
-            raise NotImplementedError(
-                "chunked inference needs nest_ext.modules.mossformer2.chunked_separation, which is not available"
-            ) from err
-        chunk = int(round(chunk_seconds * self.sample_rate))
+        from nest_ext.modules.mossformer2.chunked import separate_chunked
 
-        def network(x):
-            return self.forward(input_signal=x)[0]
-
-        return chunked_separation(network, batch, chunk_samples=chunk)
+        # Overlap: from the config, else a quarter window up to 1 s (enough to align speakers between windows)
+        overlap = self._cfg.get("inference_overlap_seconds", None)
+        if overlap is None:
+            overlap = min(1.0, chunk_seconds / 4)
+        return separate_chunked(
+            lambda x: self.forward(input_signal=x)[0],
+            batch,
+            chunk_seconds=chunk_seconds,
+            overlap_seconds=float(overlap),
+            sample_rate=self.sample_rate,
+        )
 
     @torch.no_grad()
     def process(
@@ -363,6 +365,9 @@ def _write_float_wav(path: str, signal: np.ndarray, sample_rate: int):
     os.close(fd)
     try:
         sf.write(tmp, np.asarray(signal, dtype=np.float32), sample_rate, subtype="FLOAT")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
