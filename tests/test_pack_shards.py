@@ -118,6 +118,22 @@ def test_strict_and_cli_exit_codes(tmp_path):
         pack_shards(out_dir=str(tmp_path / "c"), progress=False)
 
 
+def test_malformed_input_lines_are_reported_by_line(tmp_path):
+    scp, _, sources = _make_kaldi_dir(tmp_path / "data", n=2, bad=False)
+    first = Path(scp).read_text().splitlines()[0]
+    with open(scp, "ab") as f:
+        f.write(b"lonely-id\n" + first.encode() + b"\n" + b"latin1-\xe9 /x.wav\n")
+    s = pack_shards(out_dir=str(tmp_path / "k"), wav_scp=scp, progress=False)
+    assert s.num_written == 2 and sorted(b.origin for b in s.bad) == [f"{scp}:3", f"{scp}:4", f"{scp}:5"]
+    assert sorted(b.reason.split(":")[0] for b in s.bad) == ["duplicate", "malformed", "malformed"]
+    man = tmp_path / "m.json"
+    wav = str(tmp_path / "data" / "wav" / "s0.wav")
+    man.write_text("\n".join([json.dumps({"audio_filepath": wav, "duration": 0.1}), "{not json",
+                              json.dumps({"audio_filepath": 3}), json.dumps({"audio_filepath": wav, "offset": "x"})]))
+    s = pack_shards(out_dir=str(tmp_path / "m"), manifest=str(man), progress=False)
+    assert s.num_written == 1 and [b.origin for b in s.bad] == [f"{man}:{i}" for i in (2, 3, 4)]
+
+
 def test_pipe_entries_rejected_unless_allowed(tmp_path):
     scp, text, sources = _make_kaldi_dir(tmp_path / "data", n=3, bad=False, pipe_cmd="cat {path}")
     r = subprocess.run([sys.executable, TOOL, "--wav-scp", scp, "--out-dir", str(tmp_path / "no"), "--no-progress"],

@@ -168,8 +168,15 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def _open_text(path: str):
-    return open(path, "r", encoding="utf-8")
+def _lines(path: str) -> Iterator[Tuple[int, Optional[str]]]:
+    """(line number, text) of a UTF-8 file; text is None for a line that is not valid UTF-8, so one bad
+    line is reported by number instead of failing the whole file."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield lineno, None
 
 
 def read_wav_scp(path: str, allow_pipes: bool = False) -> Tuple[List[Utterance], List[BadItem]]:
@@ -180,26 +187,28 @@ def read_wav_scp(path: str, allow_pipes: bool = False) -> Tuple[List[Utterance],
     """
     utts, bad, seen = [], [], set()
     pipes = []
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            origin = f"{path}:{lineno}"
-            parts = line.split(maxsplit=1)
-            if len(parts) < 2:
-                bad.append(BadItem(parts[0], "", origin, "malformed: no audio path"))
-                continue
-            utt_id, value = parts[0], parts[1].strip()
-            if utt_id in seen:
-                bad.append(BadItem(utt_id, value, origin, "duplicate: utterance id repeated"))
-                continue
-            seen.add(utt_id)
-            is_pipe = value.endswith("|")
-            if is_pipe:
-                value = value[:-1].strip()
-                pipes.append((origin, utt_id, value))
-            utts.append(Utterance(utt_id=utt_id, source=value, origin=origin, is_pipe=is_pipe))
+    for lineno, line in _lines(path):
+        origin = f"{path}:{lineno}"
+        if line is None:
+            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            bad.append(BadItem(parts[0], "", origin, "malformed: no audio path"))
+            continue
+        utt_id, value = parts[0], parts[1].strip()
+        if utt_id in seen:
+            bad.append(BadItem(utt_id, value, origin, "duplicate: utterance id repeated"))
+            continue
+        seen.add(utt_id)
+        is_pipe = value.endswith("|")
+        if is_pipe:
+            value = value[:-1].strip()
+            pipes.append((origin, utt_id, value))
+        utts.append(Utterance(utt_id=utt_id, source=value, origin=origin, is_pipe=is_pipe))
     if pipes and not allow_pipes:
         origin, utt_id, cmd = pipes[0]
         raise PackingError(
@@ -212,13 +221,15 @@ def read_wav_scp(path: str, allow_pipes: bool = False) -> Tuple[List[Utterance],
 def read_kaldi_text(path: str) -> Dict[str, str]:
     """Parse a Kaldi ``text`` file (``UTTID transcript``); an id with no words maps to ''."""
     texts = {}
-    with _open_text(path) as f:
-        for line in f:
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            parts = line.split(maxsplit=1)
-            texts[parts[0]] = parts[1] if len(parts) > 1 else ""
+    for lineno, line in _lines(path):
+        if line is None:
+            logger.warning("%s:%d: transcript line is not UTF-8; its utterance will have no transcript", path, lineno)
+            continue
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        texts[parts[0]] = parts[1] if len(parts) > 1 else ""
     return texts
 
 
@@ -228,31 +239,37 @@ def read_nemo_manifest(path: str) -> Tuple[List[Utterance], List[BadItem]]:
     ``duration`` select a segment, which is cut out. Other keys are carried to the output manifest."""
     utts, bad = [], []
     base = os.path.dirname(os.path.abspath(path))
-    with _open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            origin = f"{path}:{lineno}"
-            try:
-                item = json.loads(line)
-                audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-                bad.append(BadItem("", "", origin, f"malformed: not a JSON object with audio_filepath ({e})"))
-                continue
-            if not os.path.isabs(audio) and not os.path.exists(audio):
-                candidate = os.path.join(base, audio)
-                if os.path.exists(candidate):
-                    audio = candidate
+    for lineno, line in _lines(path):
+        origin = f"{path}:{lineno}"
+        if line is None:
+            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
+            if not isinstance(audio, str) or not audio:
+                raise TypeError(f"audio_filepath is {audio!r}")
             offset = float(item.pop("offset", 0.0) or 0.0)
             duration = item.pop("duration", None)
-            text = item.pop("text", "")
-            utt_id = os.path.splitext(os.path.basename(audio))[0]
-            utts.append(
-                Utterance(
-                    utt_id=utt_id, source=audio, origin=origin, text=text if isinstance(text, str) else str(text),
-                    offset=offset, duration=None if duration is None else float(duration), extra=item,
-                )
+            duration = None if duration is None else float(duration)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with audio_filepath and "
+                                               f"numeric offset/duration ({e})"))
+            continue
+        if not os.path.isabs(audio) and not os.path.exists(audio):
+            candidate = os.path.join(base, audio)
+            if os.path.exists(candidate):
+                audio = candidate
+        text = item.pop("text", "")
+        utt_id = os.path.splitext(os.path.basename(audio))[0]
+        utts.append(
+            Utterance(
+                utt_id=utt_id, source=audio, origin=origin, text=text if isinstance(text, str) else str(text),
+                offset=offset, duration=duration, extra=item,
             )
+        )
     return utts, bad
 
 
@@ -450,10 +467,25 @@ def _owner_gone(tmp: str, max_age_s: float = 3600.0) -> bool:
         return False
 
 
+def _fsync_dir(path: str) -> None:
+    """Make a rename durable across power loss too (SIGKILL alone would not need it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _fsync_replace(tmp: str, final: str) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, final)
+    _fsync_dir(os.path.dirname(final))
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
@@ -463,6 +495,7 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path))
 
 
 def _remove_temps(path: str, only_orphans: bool = False) -> None:
