@@ -7,7 +7,8 @@ Generates a Kaldi data dir of synthetic 16 kHz PCM_16 WAVs, then runs, alternati
 * ``nemo, w=1`` / ``nemo, w=2`` -- ``pack_shards`` (full decode = integrity check, deterministic
   members, atomic shard + manifest publish) with 1 and 2 decoding workers;
 * ``nemo+resample 8k, w=1/2`` -- the same with ``sample_rate=8000`` (soxr HQ, re-encoded WAV);
-* ``lhotse-shar, w=1`` -- lhotse's SharWriter (FLAC encoding in the writing process).
+* ``lhotse-shar, w=1/2`` -- lhotse's SharWriter (FLAC encoding in the writing process, so with 2
+  workers each worker writes whole shards).
 
 Prints utterances/s, MB/s (of source audio) and the ratio of time ours / naive (>1: slower than
 the naive copy). Use ``--quick`` for a < 60 s run.
@@ -78,6 +79,8 @@ def main():
             "nemo+resample 8k, w=2": lambda o: pack_shards(o, wav_scp=wav_scp, shard_size=shard, num_workers=2,
                                                            sample_rate=8000, progress=False),
             "lhotse-shar flac, w=1": lambda o: pack_shards(o, wav_scp=wav_scp, shard_size=shard, num_workers=1,
+                                                           format="lhotse-shar", progress=False),
+            "lhotse-shar flac, w=2": lambda o: pack_shards(o, wav_scp=wav_scp, shard_size=shard, num_workers=2,
                                                            format="lhotse-shar", progress=False),
         }
         times = {k: [] for k in runs}

@@ -764,48 +764,97 @@ def pack_shards(
                 os.remove(p)
 
     total = sum(len(shards[i]) for i in todo)
-    work = ((u, sample_rate, pipe_timeout) for i in todo for u in shards[i])
-    results = _ordered_map(_load_worker, work, num_workers)
     bar = _progress(total, progress)
+
+    def on_item(nbytes):
+        bar.update(1)
+        summary.bytes_written += nbytes
+        if bar.n % 200 == 0 and not bar.disable:
+            bar.set_postfix_str(f"{summary.bytes_written / 2**20 / max(bar.format_dict['elapsed'], 1e-9):.1f} MB/s")
+
     try:
-        for i in todo:
-            marker = _marker_path(out_dir, i)
-            if os.path.exists(marker):
-                os.remove(marker)  # from here on shard i is incomplete until its new marker appears
-            writer = _NemoShardWriter(out_dir, i) if format == "nemo" else _SharShardWriter(out_dir, i, shar_audio_format)
-            shard_bad, written, dur = [], 0, 0.0
+        if format == "lhotse-shar" and num_workers > 1 and len(todo) > 1:
+            # lhotse's SharWriter encodes in the process that writes, so here a worker writes whole shards.
+            _write_shards_in_parallel(out_dir, format, todo, shards, plans, sample_rate, pipe_timeout, strict,
+                                      shar_audio_format, num_workers, bar, summary)
+        else:
+            # Workers decode in input order; this process writes, so any worker count gives the same bytes.
+            work = ((u, sample_rate, pipe_timeout) for i in todo for u in shards[i])
+            results = _ordered_map(_load_worker, work, num_workers)
             try:
-                for u in shards[i]:
-                    res = next(results)
-                    bar.update(1)
-                    if isinstance(res, BadItem):
-                        logger.warning("left out %s (%s) at %s: %s", res.utt_id, res.path, res.origin, res.reason)
-                        if strict:
-                            raise PackingError(f"--strict: {res.origin}: utterance {res.utt_id!r} ({res.path}): {res.reason}")
-                        shard_bad.append(res)
-                        continue
-                    writer.add(u, res, u.text)
-                    written += 1
-                    dur += res.num_samples / res.sample_rate
-                    summary.bytes_written += len(res.data)
-                    if bar.n % 200 == 0 and not bar.disable:
-                        bar.set_postfix_str(f"{summary.bytes_written / 2**20 / max(bar.format_dict['elapsed'], 1e-9):.1f} MB/s")
-                files = writer.commit()
-            except BaseException:
-                writer.abort()
-                raise
-            _atomic_write_bytes(marker, json.dumps(
-                {"plan": plans[i], "files": files, "written": written, "duration": dur,
-                 "bad": [dataclasses.asdict(b) for b in shard_bad]}, indent=1, sort_keys=True).encode())
-            summary.shards_done.append(i)
+                for i in todo:
+                    _write_shard(out_dir, format, i, shards[i], results, plans[i], strict, shar_audio_format, on_item)
+                    summary.shards_done.append(i)
+            finally:
+                results.close()
     finally:
         bar.close()
-        results.close()
 
     _finalize(out_dir, format, shards, plans, summary)
     summary.elapsed_s = time.perf_counter() - t0
     logger.info("%s", summary.describe())
     return summary
+
+
+def _write_shard(out_dir, fmt, i, utts, results, plan, strict, shar_audio_format, on_item=None) -> None:
+    """Write shard ``i`` from ``results`` (one per utterance, in order), publish it, then its marker."""
+    marker = _marker_path(out_dir, i)
+    if os.path.exists(marker):
+        os.remove(marker)  # from here on shard i is incomplete until its new marker appears
+    writer = _NemoShardWriter(out_dir, i) if fmt == "nemo" else _SharShardWriter(out_dir, i, shar_audio_format)
+    shard_bad, written, dur = [], 0, 0.0
+    try:
+        for u in utts:
+            res = next(results)
+            if isinstance(res, BadItem):
+                if on_item is not None:
+                    on_item(0)
+                logger.warning("left out %s (%s) at %s: %s", res.utt_id, res.path, res.origin, res.reason)
+                if strict:
+                    raise PackingError(f"--strict: {res.origin}: utterance {res.utt_id!r} ({res.path}): {res.reason}")
+                shard_bad.append(res)
+                continue
+            writer.add(u, res, u.text)
+            written += 1
+            dur += res.num_samples / res.sample_rate
+            if on_item is not None:
+                on_item(len(res.data))
+        files = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    _atomic_write_bytes(marker, json.dumps(
+        {"plan": plan, "files": files, "written": written, "duration": dur,
+         "bad": [dataclasses.asdict(b) for b in shard_bad]}, indent=1, sort_keys=True).encode())
+
+
+def _shard_job(args):
+    out_dir, fmt, i, utts, plan, sample_rate, pipe_timeout, strict, shar_audio_format = args
+    results = (_load_worker((u, sample_rate, pipe_timeout)) for u in utts)
+    _write_shard(out_dir, fmt, i, utts, results, plan, strict, shar_audio_format)
+    with open(_marker_path(out_dir, i), encoding="utf-8") as f:
+        return i, len(utts), json.load(f)
+
+
+def _write_shards_in_parallel(out_dir, fmt, todo, shards, plans, sample_rate, pipe_timeout, strict,
+                              shar_audio_format, num_workers, bar, summary) -> None:
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with concurrent.futures.ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context(method)) as ex:
+        futures = [ex.submit(_shard_job, (out_dir, fmt, i, shards[i], plans[i], sample_rate, pipe_timeout, strict,
+                                          shar_audio_format)) for i in todo]
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                i, n, marker = fut.result()
+                bar.update(n)
+                summary.shards_done.append(i)
+                summary.bytes_written += sum(marker["files"].values())
+        except concurrent.futures.process.BrokenProcessPool as e:
+            raise PackingError("a packing worker process died; completed shards are kept -- rerun with "
+                               "--skip-existing, with --num-workers 1 to see which file") from e
+        finally:
+            for fut in futures:
+                fut.cancel()
+    summary.shards_done.sort()
 
 
 def _finalize(out_dir: str, fmt: str, shards, plans, summary: PackSummary) -> None:
