@@ -21,7 +21,23 @@ Planning: utterances keep their input order; utterance ``k`` of the valid input 
 ``k // shard_size``. The plan depends only on the input text files, so every process of a
 ``shard_idx/shard_count`` split, and any ``num_workers``, agree on it. Audio that turns out to be
 missing or unreadable is left out of its shard (reported by utterance id and path), so a shard can
-hold fewer than ``shard_size`` members, never members of another shard.
+hold fewer than ``shard_size`` members, never members of another shard. NeMo's tarred loader splits
+whole shards over ranks and dataloader workers, so pick ``shard_size`` to give a shard count that is a
+multiple of ``world_size x num_workers``.
+
+Audio: every file is decoded in full (the integrity check). A whole WAV/FLAC/OGG/MP3 file that needs
+no change is stored byte-for-byte; a cut segment (manifest ``offset``/``duration``), resampled audio
+(``sample_rate``, soxr "HQ" -- the resampler librosa uses, installed with NeMo) or pipe output is
+re-encoded as WAV with the source's sample type. Member names are the utterance ids with characters
+outside ``[\\w-+=,@~]`` (dots above all: WebDataset keys end at the first dot) replaced by ``_``, made
+unique with ``_1``, ``_2``...; a changed id is kept in the manifest as ``utt_id``.
+
+Text: Kaldi ``text`` lines are ``UTTID transcript``; an utterance without a line is left out (reported).
+``text_norm`` collapses whitespace and lower-cases (NeMo's usual English transcripts are lower case).
+
+Workers: for ``nemo`` (and ``lhotse-shar`` with one worker) ``num_workers`` processes decode/resample
+and this process writes, in input order; for ``lhotse-shar`` with several workers each worker writes
+whole shards, because lhotse's ``SharWriter`` encodes in the writing process.
 
 Crash safety: every file is written under a hidden temporary name in its final directory and
 ``os.replace``-d into place. Per shard the order is: drop the old marker, publish the tar, publish the
