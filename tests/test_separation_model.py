@@ -177,6 +177,29 @@ def test_a_few_training_steps_with_the_tiny_config(model_cls, tmp_path):
     assert model._train_dl.dataset.epoch == 1
 
 
+@pytest.mark.slow
+def test_train_py_trains_the_tiny_config(model_cls, tmp_path):
+    """The user's command: python train.py --config-name mossformer2_tiny model.train_ds.manifest_filepath=..."""
+    import subprocess
+    import sys
+
+    train, _ = _make_set(tmp_path / "train", count=4, seconds=[0.7], seed=300)
+    val, _ = _make_set(tmp_path / "val", count=2, seconds=[0.5], seed=400)
+    cmd = [
+        sys.executable, str(ROOT / "train.py"), "--config-name", "mossformer2_tiny",
+        f"model.train_ds.manifest_filepath={train}", f"model.validation_ds.manifest_filepath={val}",
+        f"exp_manager.exp_dir={tmp_path / 'exp'}", "trainer.max_epochs=1",
+    ]
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    line = [l for l in run.stdout.splitlines() if l.startswith("Trained model (.nemo):")]
+    assert line, run.stdout[-2000:]
+    nemo = line[-1].split(":", 1)[1].strip()
+    model = model_cls.restore_from(nemo, map_location="cpu").eval()
+    assert model.cfg.train_ds.manifest_filepath == train
+    assert model.separate(torch.randn(4000)).shape == (2, 4000)
+
+
 @pytest.mark.parametrize(
     "name, params",
     [("mossformer2_wsj0-2mix", 55_735_410), ("mossformer2-s_wsj0-2mix", 37_755_382)],
