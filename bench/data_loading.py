@@ -21,7 +21,6 @@ Usage::
     python bench/data_loading.py --utts 64 --batch 8 --workers 0 --rounds 3 --noise-kind zero-mean
 """
 import argparse
-import io
 import json
 import os
 import random

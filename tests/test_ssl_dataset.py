@@ -5,7 +5,6 @@ ours and both are driven with the same seeds (numpy for noise, Python ``random``
 ``MultiSpeakerNoiseAugmentation``, torch).
 """
 import io
-import json
 import logging
 import random
 import tarfile

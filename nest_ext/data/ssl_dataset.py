@@ -43,7 +43,6 @@ import os
 from math import isclose
 from typing import Any, Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, open_dict
 
@@ -59,7 +58,6 @@ from nemo.utils import logging
 
 from nest_ext.data.noise_sampling import prime_audio_info, sample_noise
 from nest_ext.parts.audio_checks import (
-    AudioInfo,
     BadAudioError,
     BadAudioReport,
     ManifestLines,
@@ -222,7 +220,9 @@ class _BadAudioMixin:
         audio = pad_audio(audio, min_len, self.pad_audio_mode)
         audio_len = torch.tensor(audio.shape[0]).long()
         noise, noise_len = sample_noise(self.noise_data, self.featurizer.sample_rate, audio_len.item())
-        return AudioNoiseItem(sample_id=str(sample_id), audio=audio, audio_len=audio_len, noise=noise, noise_len=noise_len)
+        return AudioNoiseItem(
+            sample_id=str(sample_id), audio=audio, audio_len=audio_len, noise=noise, noise_len=noise_len
+        )
 
 
 class AudioNoiseDataset(_BadAudioMixin, nemo_ssl.AudioNoiseDataset):

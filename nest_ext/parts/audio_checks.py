@@ -106,7 +106,9 @@ def read_audio_info(path: str) -> AudioInfo:
     return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
 
 
-def check_audio_info(info: AudioInfo, offset: Optional[float] = 0.0, min_duration: Optional[float] = None) -> Optional[str]:
+def check_audio_info(
+    info: AudioInfo, offset: Optional[float] = 0.0, min_duration: Optional[float] = None
+) -> Optional[str]:
     """Why a file with this header cannot give an item: empty, offset past its end, or shorter than
     ``min_duration`` (by more than ``TOO_SHORT_TOLERANCE_S``). None when it can."""
     if info.frames <= 0:
