@@ -105,6 +105,21 @@ def test_depthwise_conv_equals_grouped_conv1d():
     torch.testing.assert_close(depthwise_conv(xl.transpose(1, 2), w), F.conv1d(xl.transpose(1, 2).contiguous(), w, padding=2, groups=6))
 
 
+@pytest.mark.parametrize("batch,kernel,dilation", [(1, 17, 1), (3, 7, 2)])
+def test_depthwise_conv_gradients_equal_conv1d_gradients(batch, kernel, dilation):
+    x = torch.randn(batch, 5, 40, requires_grad=True)
+    w = torch.randn(5, 1, kernel, requires_grad=True)
+    g = torch.randn(batch, 5, 40)
+    ours = torch.autograd.grad(depthwise_conv(x, w, dilation), (x, w), g)
+    ref = torch.autograd.grad(
+        F.conv1d(x, w, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=5), (x, w), g)
+    for a, b in zip(ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # only the weight needs a gradient (first layer of a branch fed by a constant)
+    (gw,) = torch.autograd.grad(depthwise_conv(x.detach(), w, dilation), (w,), g)
+    torch.testing.assert_close(gw, ref[1], atol=1e-4, rtol=1e-4)
+
+
 def test_dense_dilated_layer_equals_grouped_conv_with_instance_norm():
     torch.manual_seed(0)
     layer = DenseDilatedLayer(channels=4, in_per_channel=2, kernel_size=7, dilation=2)
@@ -112,10 +127,14 @@ def test_dense_dilated_layer_equals_grouped_conv_with_instance_norm():
         layer.norm.weight.uniform_(0.5, 1.5)
         layer.norm.bias.uniform_(-0.5, 0.5)
         layer.act.weight.uniform_(0.0, 0.5)
-    x = torch.randn(3, 8, 40)
+    x = torch.randn(3, 8, 40, requires_grad=True)
     conv = F.conv1d(x, layer.weight, padding=6, dilation=2, groups=4)  # 2 inputs per group
     ref = F.prelu(F.instance_norm(conv, weight=layer.norm.weight, bias=layer.norm.bias), layer.act.weight)
-    torch.testing.assert_close(layer(x), ref, atol=1e-5, rtol=1e-5)
+    out = layer(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (x, layer.weight), g), torch.autograd.grad(ref, (x, layer.weight), g)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert DenseDilatedMemory(4, lorder=5, depth=3)(torch.randn(2, 4, 30)).shape == (2, 4, 30)
 
 

@@ -4,8 +4,9 @@ Public: :class:`MossFormer2Encoder`, :class:`MossFormer2MaskNet`, :class:`MossFo
 :class:`MossFormer2` and :func:`separate_chunked` (long inputs). Official checkpoints load through
 :mod:`nest_ext.parts.mossformer2_converter`.
 """
+from nest_ext.modules.mossformer2.chunked import separate_chunked
 from nest_ext.modules.mossformer2.encoder import MossFormer2Decoder, MossFormer2Encoder
 from nest_ext.modules.mossformer2.mask_net import MossFormer2MaskNet
 from nest_ext.modules.mossformer2.mossformer2 import MossFormer2
 
-__all__ = ["MossFormer2", "MossFormer2Encoder", "MossFormer2MaskNet", "MossFormer2Decoder"]
+__all__ = ["MossFormer2", "MossFormer2Encoder", "MossFormer2MaskNet", "MossFormer2Decoder", "separate_chunked"]

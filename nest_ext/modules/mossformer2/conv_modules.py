@@ -30,6 +30,47 @@ from nest_ext.modules.mossformer2.norms import LayerNorm, ScaleNorm
 __all__ = ["depthwise_conv", "DepthwiseConvResidual", "ConvFeedForward", "parallel_conv_feedforward"]
 
 
+def _conv(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+    pad = dilation * (weight.shape[-1] - 1) // 2
+    return F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, pad), dilation=(1, dilation), groups=x.shape[1]).squeeze(2)
+
+
+class _DepthwiseConvFunction(torch.autograd.Function):
+    """Depthwise conv whose backward also runs on the fast depthwise forward kernel.
+
+    grad_input is the convolution of grad_output with the time-reversed kernel; grad_weight[c, k] is the
+    correlation of grad_output with the padded input, computed as a depthwise convolution whose
+    "kernel" is grad_output (one group per batch item and channel) and summed over the batch.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, dilation):
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        return _conv(x, weight, dilation)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        dilation = ctx.dilation
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _conv(grad_out, weight.flip(-1), dilation)
+        if ctx.needs_input_grad[1]:
+            batch, channels, length = x.shape
+            kernel = weight.shape[-1]
+            pad = dilation * (kernel - 1) // 2
+            xp = F.pad(x, (pad, pad)).reshape(1, batch * channels, 1, length + 2 * pad)
+            g = grad_out.reshape(batch * channels, 1, 1, length)
+            grad_w = F.conv2d(xp, g, stride=(1, dilation), groups=batch * channels)
+            grad_w = grad_w.reshape(batch, channels, kernel).sum(0).unsqueeze(1)
+        return grad_x, grad_w, None
+
+
+FAST_BACKWARD = True
+
+
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
     """Depthwise convolution along time with "same" zero padding.
 
@@ -39,10 +80,9 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> 
     Returns:
         ``[B, C, L]``.
     """
-    kernel = weight.shape[-1]
-    pad = dilation * (kernel - 1) // 2
-    y = F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, pad), dilation=(1, dilation), groups=x.shape[1])
-    return y.squeeze(2)
+    if FAST_BACKWARD and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return _DepthwiseConvFunction.apply(x, weight, dilation)
+    return _conv(x, weight, dilation)
 
 
 class DepthwiseConvResidual(nn.Module):

@@ -1,0 +1,202 @@
+"""Benchmark: nest_ext MossFormer2 vs the official implementation (ClearerVoice-Studio), fp32 on CPU.
+
+The official model is imported at run time from a checkout given with ``--official-path`` (the
+ClearerVoice-Studio root, its ``train/speech_separation`` folder, or any folder holding
+``models/mossformer2/mossformer2.py``; it needs ``einops``, ``rotary-embedding-torch`` and ``torchinfo``).
+Without it the comparison is skipped with a message and only the RTF table of our model runs.
+
+1. Both models are built with the same architecture; the official weights are copied into ours through
+   :mod:`nest_ext.parts.mossformer2_converter` and the eval-mode outputs are compared (must agree to 1e-4).
+2. Timings alternate official, ours, official, ours ... in one process, so machine load hits both alike;
+   the minimum and median of each and the ratio ours / official (below 1.0: ours is faster) are printed:
+   - inference: eval mode, ``torch.inference_mode()``;
+   - train step: train mode (dropout on), forward, a loss, backward, an Adam step.
+3. Peak memory of one inference and one train step, from torch.profiler's allocation events (CPU has
+   no allocator peak counter): the peak of live tensor bytes allocated during the call.
+4. RTF (processing time / audio duration) of our model alone for a few input lengths.
+
+Usage::
+
+    python bench/mossformer2.py --official-path /tmp/clearervoice --quick    # under a minute
+    python bench/mossformer2.py --official-path /tmp/clearervoice --model s --seconds 2 --rounds 3 --threads 1
+    python bench/mossformer2.py --model full --rtf-seconds 1 4 10            # RTF table only
+"""
+import argparse
+import importlib
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+MODELS = {
+    "full": dict(encoder_embedding_dim=512, mossformer_sequence_dim=512, num_mossformer_layer=24),
+    "s": dict(encoder_embedding_dim=384, mossformer_sequence_dim=384, num_mossformer_layer=25),
+    "s-2layer": dict(encoder_embedding_dim=384, mossformer_sequence_dim=384, num_mossformer_layer=2),
+    "tiny": dict(encoder_embedding_dim=64, mossformer_sequence_dim=64, num_mossformer_layer=2),
+}
+
+
+def architecture(name, num_spks):
+    return dict(num_spks=num_spks, encoder_kernel_size=16, **MODELS[name])
+
+
+def import_official(path):
+    """The official ``MossFormer`` class from a checkout, or raise ImportError saying what is missing."""
+    candidates = [path, os.path.join(path, "train", "speech_separation")]
+    for root in candidates:
+        if os.path.isfile(os.path.join(root, "models", "mossformer2", "mossformer2.py")):
+            if root not in sys.path:
+                sys.path.insert(0, root)
+            return importlib.import_module("models.mossformer2.mossformer2").MossFormer
+    raise ImportError(f"no models/mossformer2/mossformer2.py under {candidates}")
+
+
+def build_official(official_cls, arch):
+    return official_cls(
+        in_channels=arch["encoder_embedding_dim"],
+        out_channels=arch["mossformer_sequence_dim"],
+        num_blocks=arch["num_mossformer_layer"],
+        kernel_size=arch["encoder_kernel_size"],
+        num_spks=arch["num_spks"],
+    )
+
+
+def build_ours(arch):
+    from nest_ext.modules.mossformer2 import MossFormer2
+
+    return MossFormer2(**arch)
+
+
+def run_model(model, mixture, is_official):
+    out = model(mixture)
+    return torch.stack(out, dim=1) if is_official else out
+
+
+def inference(model, mixture, is_official):
+    model.eval()
+    with torch.inference_mode():
+        return run_model(model, mixture, is_official)
+
+
+def train_step(model, optimizer, mixture, is_official):
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    loss = run_model(model, mixture, is_official).pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def peak_live_bytes(fn):
+    """Peak of live CPU tensor bytes allocated while ``fn`` runs, relative to its start.
+
+    From torch.profiler's memory events: each op's own allocations (``self_cpu_memory_usage``, frees
+    negative) in start-time order, summed; the maximum of that running sum is the peak.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start)
+    live = peak = 0
+    for e in events:
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return peak
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def compare(args, arch, official_cls):
+    torch.manual_seed(0)
+    official = build_official(official_cls, arch)
+    ours = build_ours(arch)
+    from nest_ext.parts.mossformer2_converter import official_to_ours
+
+    ours.load_state_dict(official_to_ours(official.state_dict(), arch), strict=True)
+    mixture = torch.randn(args.batch, int(args.seconds * args.sample_rate))
+    diff = (inference(official, mixture, True) - inference(ours, mixture, False)).abs().max().item()
+    print(f"outputs (eval, same weights): max |official - ours| = {diff:.2e}")
+    if diff > 1e-4:
+        raise SystemExit(f"outputs differ by {diff:.2e} > 1e-4: the comparison would be meaningless")
+
+    opt_off = torch.optim.Adam([p for p in official.parameters() if p.requires_grad], lr=1e-5)
+    opt_ours = torch.optim.Adam([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
+    jobs = {
+        "inference": (lambda: inference(official, mixture, True), lambda: inference(ours, mixture, False)),
+        "train step": (lambda: train_step(official, opt_off, mixture, True), lambda: train_step(ours, opt_ours, mixture, False)),
+    }
+    print(f"\n{'':12s} {'official min / median (s)':>28s} {'ours min / median (s)':>24s} {'ratio (min)':>12s} {'ratio (median)':>15s}")
+    for name, (run_official, run_ours) in jobs.items():
+        run_official(), run_ours()  # warm-up
+        t_off, t_ours = [], []
+        for _ in range(args.rounds):
+            t_off.append(timed(run_official))
+            t_ours.append(timed(run_ours))
+        mo, mu = min(t_off), min(t_ours)
+        do, du = statistics.median(t_off), statistics.median(t_ours)
+        print(f"{name:12s} {mo:13.3f} / {do:8.3f}      {mu:11.3f} / {du:8.3f}   {mu / mo:10.2f}   {du / do:13.2f}")
+
+    if not args.skip_memory:
+        print("\npeak live tensor memory (torch.profiler allocation events, MiB):")
+        for name, (run_official, run_ours) in jobs.items():
+            off, our = peak_live_bytes(run_official) / 2 ** 20, peak_live_bytes(run_ours) / 2 ** 20
+            print(f"  {name:12s} official {off:8.1f}   ours {our:8.1f}   ratio {our / max(off, 1e-9):.2f}")
+
+
+def rtf_table(args, arch):
+    torch.manual_seed(0)
+    model = build_ours(arch).eval()
+    print(f"\nRTF of our model ({args.model}, {sum(p.numel() for p in model.parameters()):,} parameters, "
+          f"batch 1, {args.sample_rate} Hz, eval, inference_mode):")
+    print(f"  {'seconds':>8s} {'time (s)':>9s} {'RTF':>7s}")
+    for seconds in args.rtf_seconds:
+        mixture = torch.randn(1, int(seconds * args.sample_rate))
+        inference(model, mixture, False)
+        best = min(timed(lambda: inference(model, mixture, False)) for _ in range(max(1, args.rounds // 2)))
+        print(f"  {seconds:8.1f} {best:9.3f} {best / seconds:7.3f}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--official-path", default=None, help="ClearerVoice-Studio checkout (or its train/speech_separation)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="s")
+    parser.add_argument("--num-spks", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=2.0, help="input length (official training segments: 2 s)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--sample-rate", type=int, default=8000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--rtf-seconds", type=float, nargs="*", default=[1.0, 4.0, 10.0])
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="S widths with 2 layers, 1 s, 2 rounds (under a minute)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.model, args.seconds, args.rounds, args.rtf_seconds = "s-2layer", 1.0, 2, [1.0, 4.0]
+    torch.set_num_threads(args.threads)
+    arch = architecture(args.model, args.num_spks)
+    print(f"MossFormer2 benchmark: model {args.model} {arch}, batch {args.batch} x {args.seconds} s at "
+          f"{args.sample_rate} Hz, {args.threads} thread(s), torch {torch.__version__}, fp32 CPU")
+
+    official_cls = None
+    if args.official_path is None:
+        print("official comparison skipped: no --official-path given")
+    else:
+        try:
+            official_cls = import_official(args.official_path)
+        except ImportError as err:
+            print(f"official comparison skipped: cannot import the official model from {args.official_path}: {err} "
+                  "(it needs einops, rotary-embedding-torch and torchinfo)")
+    if official_cls is not None:
+        compare(args, arch, official_cls)
+    rtf_table(args, arch)
+
+
+if __name__ == "__main__":
+    main()
