@@ -66,7 +66,10 @@ def encoder_target(encoder_cfg, env: Optional[Mapping[str, str]] = None) -> str:
             return NEMO_CONFORMER
         _log(f"{ENV_VAR} is set but the encoder is {target}, not a ConformerEncoder: left as it is", warning=True)
         return target
-    _log(f"encoder: {target} (set {ENV_VAR}=true to build NeMo's ConformerEncoder instead)")
+    if target in CONFORMER_TARGETS and not target.startswith("nemo."):
+        _log(f"encoder: {target} (set {ENV_VAR}=true to build NeMo's ConformerEncoder instead)")
+    else:
+        _log(f"encoder: {target}")
     return target
 
 

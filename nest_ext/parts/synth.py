@@ -49,12 +49,11 @@ def _syllable_plan(n: int, sample_rate: int, rng: np.random.Generator):
         for _ in range(rng.integers(1, 5)):  # a word of 1-4 syllables
             if rng.random() < 0.4:  # a fricative onset
                 flen = int(rng.uniform(0.04, 0.12) * sample_rate)
-                seg = slice(pos, min(n, pos + flen))
-                fric[seg] = np.hanning(flen)[: seg.stop - seg.start]
+                m = max(0, min(n, pos + flen) - pos)
+                fric[pos : pos + m] = np.hanning(flen)[:m]
                 pos += flen
             slen = int(rng.uniform(0.12, 0.3) * sample_rate)
-            seg = slice(pos, min(n, pos + slen))
-            m = seg.stop - seg.start
+            m = min(n, pos + slen) - pos
             if m <= 0:
                 break
             # raised-cosine attack/decay, flat nucleus
@@ -62,8 +61,8 @@ def _syllable_plan(n: int, sample_rate: int, rng: np.random.Generator):
             env = np.ones(slen)
             env[:ramp] = 0.5 - 0.5 * np.cos(np.pi * np.arange(ramp) / ramp)
             env[-ramp:] = env[:ramp][::-1]
-            voiced[seg] = env[:m] * rng.uniform(0.6, 1.0)
-            vowel[seg] = rng.integers(len(VOWELS))
+            voiced[pos : pos + m] = env[:m] * rng.uniform(0.6, 1.0)
+            vowel[pos : pos + m] = rng.integers(len(VOWELS))
             pos += slen
         pos += int(rng.uniform(0.05, 0.35) * sample_rate)  # pause between words
     return voiced, fric, vowel

@@ -1,0 +1,131 @@
+"""train.py: trains from a temporary manifest and leaves a checkpoint and a .nemo; clear errors; demo data."""
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import soundfile as sf
+from omegaconf import OmegaConf, open_dict
+
+from conftest import ROOT
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def train_py():
+    return _load("nest_train", ROOT / "train.py")
+
+
+@pytest.fixture(scope="module")
+def demo_tool():
+    return _load("make_demo_data", ROOT / "tools" / "make_demo_data.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory, demo_tool):
+    out = tmp_path_factory.mktemp("corpus")
+    return demo_tool.make_demo_data(out, num_train=6, num_val=2, num_noise=1, noise_dur=4.0, seed=1)
+
+
+def _compose(name="nest_fast-conformer", overrides=()):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "config"), version_base=None):
+        return compose(config_name=name, overrides=list(overrides))
+
+
+def test_make_demo_data_is_complete_consistent_and_idempotent(tiny_corpus, demo_tool):
+    for name in demo_tool.MANIFESTS:
+        entries = [json.loads(line) for line in open(tiny_corpus / name)]
+        assert entries
+        for e in entries:
+            info = sf.info(str(tiny_corpus / e["audio_filepath"]))
+            assert info.samplerate == 16000 and abs(info.duration - e["duration"]) < 1e-3
+    assert not [p for p in tiny_corpus.rglob(".*.tmp")]
+    before = os.stat(tiny_corpus / "train_manifest.json").st_mtime_ns
+    demo_tool.make_demo_data(tiny_corpus, num_train=6, num_val=2, num_noise=1)
+    assert os.stat(tiny_corpus / "train_manifest.json").st_mtime_ns == before  # left alone
+
+
+def test_missing_manifest_is_named_without_traceback(train_py):
+    cfg = _compose()
+    with pytest.raises(SystemExit, match=r"must be set: model\.train_ds\.manifest_filepath"):
+        train_py.main(cfg)
+
+
+def test_model_class_comes_from_model_target(train_py):
+    from nemo.collections.asr.models import EncDecCTCModelBPE
+    from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
+
+    cfg = _compose()
+    assert train_py.model_class(cfg) is EncDecDenoiseMaskedTokenPredModel
+    with open_dict(cfg):
+        cfg.model.target = "nemo.collections.asr.models.EncDecCTCModelBPE"
+    assert train_py.model_class(cfg) is EncDecCTCModelBPE
+    cfg.model.target = "torch.nn.Linear"
+    with pytest.raises(SystemExit, match="not a NeMo model class"):
+        train_py.model_class(cfg)
+
+
+def test_trainer_kwargs_on_cpu(train_py, monkeypatch):
+    cfg = _compose(overrides=["trainer.accelerator=cpu"])
+    assert cfg.trainer.devices == -1 and cfg.trainer.sync_batchnorm  # NeMo's GPU defaults
+    monkeypatch.setattr(train_py, "build_callbacks", lambda cfg: ["marker"])
+    kwargs = train_py.trainer_kwargs(cfg)
+    assert kwargs["devices"] == 1 and kwargs["sync_batchnorm"] is False and kwargs["callbacks"] == ["marker"]
+
+
+def _run(args, cwd, timeout=540):
+    env = dict(os.environ, HYDRA_FULL_ERROR="0", PYTHONUNBUFFERED="1")
+    env.pop("USE_NEMO_CONFORMER", None)
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_unknown_key_fails_with_hydras_message(tmp_path):
+    r = _run(["model.no_such_key=1"], cwd=tmp_path)
+    assert r.returncode != 0
+    assert "Could not override 'model.no_such_key'" in r.stderr and "Key 'no_such_key' is not in struct" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_train_py_trains_on_a_manifest_and_leaves_checkpoint_and_nemo(tmp_path, tiny_corpus):
+    exp = tmp_path / "exp"
+    r = _run([
+        f"model.train_ds.manifest_filepath={tiny_corpus / 'train_manifest.json'}",
+        f"model.validation_ds.manifest_filepath={tiny_corpus / 'val_manifest.json'}",
+        f"model.train_ds.noise_manifest={tiny_corpus / 'noise_manifest.json'}",
+        "trainer.accelerator=cpu", "trainer.max_steps=3", "trainer.val_check_interval=1.0",
+        "trainer.enable_progress_bar=false",
+        "model.train_ds.batch_size=2", "model.validation_ds.batch_size=2",
+        "model.train_ds.num_workers=0", "model.validation_ds.num_workers=0",
+        "model.train_ds.pin_memory=false", "model.validation_ds.pin_memory=false",
+        "model.encoder.d_model=32", "model.encoder.n_layers=1", "model.encoder.n_heads=2",
+        "model.encoder.subsampling_conv_channels=16", "model.num_classes=32",
+        f"exp_manager.exp_dir={exp}", "exp_manager.create_tensorboard_logger=false",
+    ], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    m = re.search(r"Trained model \(\.nemo\): (\S+)", r.stdout)
+    assert m, r.stdout[-2000:]
+    nemo_path = m.group(1)
+    assert os.path.isfile(nemo_path) and str(exp) in nemo_path
+    ckpts = [p.name for p in exp.rglob("*.ckpt")]
+    assert any("step=3" in name for name in ckpts), ckpts  # a Lightning checkpoint of the last step
+
+    from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
+
+    model = EncDecDenoiseMaskedTokenPredModel.restore_from(nemo_path, map_location="cpu")
+    assert model.cfg.encoder.d_model == 32 and model.cfg.num_classes == 32

@@ -1,0 +1,135 @@
+#!/usr/bin/env python
+"""Train a NeMo model from a Hydra config: NEST pretraining by default, like NeMo's
+``examples/asr/speech_pretraining/masked_token_pred_pretrain.py``.
+
+    python train.py model.train_ds.manifest_filepath=train.json model.validation_ds.manifest_filepath=val.json \\
+        model.train_ds.noise_manifest=noise.json trainer.accelerator=cpu
+    python train.py --config-name nest_fast-conformer_small ...     # a size from config/
+    python train.py                                                 # the demo (see config/nest_demo.yaml)
+    USE_NEMO_CONFORMER=true python train.py ...                     # NeMo's ConformerEncoder instead of ours
+
+Any key of the config can be overridden (``key=value``; ``+key=value`` adds a key Hydra does not know).
+The model class is ``model.target`` (a dotted class path) when the config sets it -- the MossFormer2 and
+CTC fine-tuning configs do -- and nest_ext's ``EncDecDenoiseMaskedTokenPredModel`` otherwise. NeMo's
+``exp_manager`` handles logging, checkpoints and resuming; ``init_from_nemo_model`` /
+``init_from_pretrained_model`` / ``init_from_ptl_ckpt`` work as in NeMo's scripts. The path of the
+``.nemo`` is printed at the end.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from nemo.core.config import hydra_runner
+
+ROOT = Path(__file__).resolve().parent
+DEMO_CONFIG = "nest_demo"
+DEFAULT_MODEL = "nest_ext.models.ssl_models.EncDecDenoiseMaskedTokenPredModel"
+
+
+def demo_argv(demo_dir: Path = ROOT / "demo_data"):
+    """Command-line arguments of the demo; synthesises its corpus first if it is missing."""
+    spec = importlib.util.spec_from_file_location("make_demo_data", ROOT / "tools" / "make_demo_data.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    tool.make_demo_data(demo_dir)
+    m = {name: str(demo_dir / f"{name}_manifest.json") for name in ("train", "val", "noise")}
+    return [
+        f"--config-name={DEMO_CONFIG}",
+        # absolute paths, so the demo runs from any working directory
+        f"model.train_ds.manifest_filepath={m['train']}",
+        f"model.train_ds.noise_manifest={m['noise']}",
+        f"model.validation_ds.manifest_filepath={m['val']}",
+        f"model.validation_ds.noise_manifest={m['noise']}",
+    ]
+
+
+def build_callbacks(cfg: DictConfig) -> list:
+    """Extra Lightning callbacks for this run, added to those of ``trainer.callbacks`` in the config.
+
+    The place to attach run-wide callbacks (e.g. training-health monitoring) without touching configs.
+    """
+    return []
+
+
+def model_class(cfg: DictConfig):
+    """``cfg.model.target`` if set (a ``ModelPT`` subclass), else nest_ext's NEST model."""
+    import hydra.utils
+
+    from nemo.core.classes import ModelPT
+
+    import nest_ext.models.ssl_models  # noqa: F401  (lets NeMo instantiate nest_ext.* targets)
+
+    target = cfg.model.get("target", None) or DEFAULT_MODEL
+    cls = hydra.utils.get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, ModelPT)):
+        raise SystemExit(f"model.target={target!r} is not a NeMo model class (a ModelPT subclass)")
+    return cls
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict:
+    """Lightning Trainer arguments from ``cfg.trainer`` (NeMo's resolution), fit for CPU-only machines."""
+    import torch
+
+    from nemo.utils import logging
+    from nemo.utils.trainer_utils import resolve_trainer_cfg
+
+    kwargs = dict(resolve_trainer_cfg(cfg.trainer))
+    on_cpu = kwargs.get("accelerator") == "cpu" or (kwargs.get("accelerator") in (None, "auto")
+                                                   and not torch.cuda.is_available())
+    if on_cpu and kwargs.get("devices") == -1:
+        # NeMo's configs say -1 = "all GPUs"; Lightning rejects -1 for CPU, where it means one process
+        logging.info("trainer.devices=-1 on CPU: using devices=1")
+        kwargs["devices"] = 1
+    if on_cpu and kwargs.get("sync_batchnorm"):
+        logging.info("trainer.sync_batchnorm=true on CPU: turned off (SyncBatchNorm needs GPUs)")
+        kwargs["sync_batchnorm"] = False
+    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + build_callbacks(cfg)
+    return kwargs
+
+
+def find_nemo(log_dir, name: str):
+    """The newest ``.nemo`` exp_manager wrote under ``log_dir`` (None if none)."""
+    if log_dir is None:
+        return None
+    found = sorted(Path(log_dir).rglob("*.nemo"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+@hydra_runner(config_path="config", config_name="nest_fast-conformer")
+def main(cfg: DictConfig):
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:  # a clear message instead of a traceback from deep inside NeMo
+        raise SystemExit(
+            "These config values must be set: " + ", ".join(missing)
+            + "\n  e.g. python train.py model.train_ds.manifest_filepath=train.json "
+            "model.validation_ds.manifest_filepath=val.json\n  (python train.py with no arguments runs the demo)"
+        )
+    import lightning.pytorch as pl
+
+    from nemo.utils import logging
+    from nemo.utils.exp_manager import exp_manager
+
+    logging.info(f"Config:\n{OmegaConf.to_yaml(cfg)}")
+
+    trainer = pl.Trainer(**trainer_kwargs(cfg))
+    log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
+    model = model_class(cfg)(cfg=cfg.model, trainer=trainer)
+    model.maybe_init_from_pretrained_checkpoint(cfg)
+    trainer.fit(model)
+
+    if trainer.is_global_zero:
+        path = find_nemo(log_dir, cfg.name)
+        if path is None:  # no checkpoint callback wrote one: save the final model
+            path = Path(log_dir or ".") / f"{cfg.name}.nemo"
+            tmp = path.with_name(f".{path.name}.tmp")
+            model.save_to(str(tmp))
+            tmp.replace(path)
+        print(f"\nTrained model (.nemo): {Path(path).resolve()}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 1:
+        sys.argv += demo_argv()
+    main()
