@@ -119,12 +119,15 @@ def test_validation_logs_sisdr_and_improvement(model_cls, tmp_path):
     manifest, rows = _make_set(tmp_path / "val", count=2, seconds=[0.5, 0.4], seed=7)
     cfg = _model_cfg()
     with open_dict(cfg):
-        cfg.validation_ds.manifest_filepath = manifest
-        cfg.validation_ds.batch_size = 1
+        for ds in (cfg.validation_ds, cfg.test_ds):
+            ds.manifest_filepath = manifest
+            ds.batch_size = 1
     torch.manual_seed(0)
     model = model_cls(cfg)
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     (metrics,) = trainer.validate(model, verbose=False)
+    (tested,) = trainer.test(model, verbose=False)
+    assert tested == pytest.approx({k.replace("val_", "test_"): v for k, v in metrics.items()}, abs=1e-5)
 
     # Independent numbers: the model's estimates, the best permutation by brute force, the mixture baseline
     # (float64 here; the logged values are float32, whose rounding at ~-27 dB SI-SDR is a few 1e-3 dB)

@@ -221,20 +221,19 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         mixture = input_signal[:, :1].expand(-1, self.num_spks, -1)
         baseline = si_sdr_valid(mixture, target_signal, input_length, zero_mean=self._zero_mean).mean(dim=1)
         batch_size = input_signal.size(0)
-        # Epoch means weighted by utterances, averaged across ranks
+        # Epoch means weighted by utterances and averaged across ranks; the loss is logged here too (not by
+        # NeMo's epoch-end hook, which does not sync test metrics) so loss and metrics are reduced alike.
         log_args = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
+        self.log(f"{tag}_loss", loss, **log_args)
         self.log(f"{tag}_sisdr", si_sdr.mean(), **log_args)
         self.log(f"{tag}_sisdri", (si_sdr - baseline).mean(), **log_args)
         if self._trainer is not None:
             self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
         return {f"{tag}_loss": loss}
 
-    def on_validation_epoch_end(self):
-        # NeMo logs the epoch's val_loss unsynced by default; separation metrics must agree across ranks
-        return super().on_validation_epoch_end(sync_metrics=True)
-
-    def on_test_epoch_end(self):
-        return super().on_test_epoch_end(sync_metrics=True)
+    def multi_evaluation_epoch_end(self, outputs, dataloader_idx: int = 0, tag: str = "val"):
+        # Nothing left to log: evaluation_step logged loss and metrics with sync_dist
+        return {f"{tag}_loss": torch.stack([x[f"{tag}_loss"] for x in outputs]).mean()}
 
     # ------------------------------------------------------------------ data
     def _setup_dataloader_from_config(self, config: Optional[Dict]):
