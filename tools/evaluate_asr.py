@@ -74,6 +74,9 @@ def main(argv=None):
 
     from nemo.collections.asr.models import ASRModel
 
+    from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+
+    allow_nest_ext_targets()  # the fine-tuned model's encoder is nest_ext.modules.ConformerEncoder
     model = ASRModel.restore_from(args.model, map_location="cpu")
     model.eval()
     results = [evaluate_set(model, m, args.out_dir, args.batch_size) for m in args.manifest]
