@@ -39,7 +39,8 @@ def _make_set(folder, count, seconds, seed, num_spks=2):
         sources = [speech_like(n, SR, seed=seed + 10 * i + k) * (0.5 + 0.5 * k) for k in range(num_spks)]
         targets = [write_wav(folder / f"s{k + 1}_{i}.wav", s, SR) for k, s in enumerate(sources)]
         mix = write_wav(folder / f"mix_{i}.wav", np.sum(sources, axis=0), SR)
-        rows.append({"input_filepath": mix, "target_filepath": targets, "duration": n})
+        speakers = [f"spk{seed + 10 * i + k}" for k in range(num_spks)]  # for dynamic mixing
+        rows.append({"input_filepath": mix, "target_filepath": targets, "duration": n, "speaker_ids": speakers})
     return write_manifest(folder / f"{folder.name}_manifest.json", rows), rows
 
 
@@ -151,7 +152,8 @@ def test_validation_logs_sisdr_and_improvement(model_cls, tmp_path):
 
 @pytest.mark.slow
 def test_a_few_training_steps_with_the_tiny_config(model_cls, tmp_path):
-    """trainer.fit on the tiny config: separation dataset, Adam + weight decay, ReduceLROnPlateau, clipping."""
+    """trainer.fit on the tiny config with dynamic mixing: Adam + weight decay, ReduceLROnPlateau, new mixtures
+    each epoch."""
     from lightning.pytorch import Trainer
 
     train, _ = _make_set(tmp_path / "train", count=4, seconds=[0.7], seed=100)
@@ -160,6 +162,7 @@ def test_a_few_training_steps_with_the_tiny_config(model_cls, tmp_path):
     cfg = full.model
     with open_dict(cfg):
         cfg.train_ds.manifest_filepath = train
+        cfg.train_ds.dynamic_mixing = True
         cfg.validation_ds.manifest_filepath = val
     trainer_cfg = OmegaConf.to_container(full.trainer)
     trainer_cfg.update(max_epochs=2, default_root_dir=str(tmp_path))
@@ -176,8 +179,12 @@ def test_a_few_training_steps_with_the_tiny_config(model_cls, tmp_path):
     (sched,) = trainer.lr_scheduler_configs
     assert isinstance(sched.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and sched.monitor == "val_loss"
     assert np.isfinite(trainer.callback_metrics["val_sisdri"].item())
-    # the dataset saw the epoch (new crops every epoch)
-    assert model._train_dl.dataset.epoch == 1
+    # the dataset was told the epoch: epoch 1 drew other mixtures than epoch 0
+    dataset = model._train_dl.dataset
+    assert dataset.mixer is not None and dataset.epoch == 1
+    epoch1 = dataset[0]["input_signal"]
+    dataset.set_epoch(0)
+    assert not torch.equal(epoch1, dataset[0]["input_signal"])
 
 
 @pytest.mark.slow
