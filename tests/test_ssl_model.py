@@ -155,3 +155,18 @@ def test_nemo_round_trip_across_the_toggle(tmp_path, monkeypatch):
     valid = torch.arange(outs[0][0].shape[1])[None, :] < outs[0][1][:, None]
     torch.testing.assert_close(outs[0][0][valid], outs[1][0][valid], atol=1e-4, rtol=1e-4)
     assert torch.equal(outs[0][2], outs[1][2]) and torch.equal(outs[0][3], outs[1][3])
+
+
+def test_lhotse_path_uses_our_lhotse_dataset(data):
+    from nest_ext.data.ssl_dataset import LhotseAudioNoiseDataset
+
+    manifest, noise = data
+    cfg = tiny_cfg(manifest, noise)
+    with open_dict(cfg):
+        cfg.train_ds.use_lhotse = True
+        cfg.validation_ds = None
+    model = ours_class()(cfg=cfg)
+    assert isinstance(model._train_dl.dataset, LhotseAudioNoiseDataset)
+    batch = next(iter(model._train_dl))
+    assert batch.audio.shape == batch.noisy_audio.shape == batch.noise.shape and batch.audio.shape[0] == 3
+    assert not torch.equal(batch.audio, batch.noisy_audio)  # noise was mixed in (augmentor prob 1)
