@@ -172,3 +172,153 @@ def test_streaming_cache_rejected_at_forward():
     with pytest.raises(NotImplementedError, match="streaming"):
         ours(audio_signal=x, length=lengths, cache_last_channel=cache, cache_last_time=cache.transpose(2, 3),
              cache_last_channel_len=torch.zeros(3, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("size", ["small", "medium", "large", "xlarge", "xxlarge"])
+def test_parameter_count_equals_nemo_nest_sizes(size):
+    """Built on the meta device (no memory), our encoder has NeMo's instantiated encoder count per NEST size."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT, shared_reference
+
+    expected = json.loads(shared_reference("nemo", "nest_param_counts.json").read_text())[size]["encoder"]
+    cfg = OmegaConf.load(ROOT / "config" / "nest_fast-conformer.yaml").model.encoder
+    table = {  # NeMo's NEST size table: d_model, heads, layers, kernel, xscaling/use_bias
+        "small": (176, 4, 16, 9, True), "medium": (256, 4, 16, 9, True), "large": (512, 8, 17, 9, True),
+        "xlarge": (1024, 8, 24, 9, False), "xxlarge": (1024, 8, 42, 5, False),
+    }
+    d_model, heads, layers, kernel, flag = table[size]
+    kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"}
+    kwargs.update(feat_in=80, d_model=d_model, n_heads=heads, n_layers=layers, conv_kernel_size=kernel,
+                  xscaling=flag, use_bias=flag)
+    with torch.device("meta"):
+        enc = ConformerEncoder(**kwargs)
+    assert sum(p.numel() for p in enc.parameters()) == expected
+
+
+def _tiny_nest_cfg(mask_position):
+    from omegaconf import OmegaConf, open_dict
+
+    from conftest import ROOT
+
+    cfg = OmegaConf.load(ROOT / "config" / "nest_fast-conformer.yaml").model
+    with open_dict(cfg):
+        cfg.num_classes = 16
+        cfg.mask_position = mask_position
+        cfg.masking.mask_prob = 0.5  # a 1 s batch has only ~13 frames after subsampling: mask some for sure
+        cfg.encoder.update(_target_="nest_ext.modules.ConformerEncoder", d_model=32, n_heads=2, n_layers=1,
+                           subsampling_conv_channels=16, dropout=0.0, dropout_pre_encoder=0.0, dropout_att=0.0)
+        cfg.train_ds = cfg.validation_ds = None
+    return cfg
+
+
+def _saved_with_ours_restored_with_nemo(tmp_path, monkeypatch, mask_position):
+    from nest_ext.models.ssl_models import EncDecDenoiseMaskedTokenPredModel
+
+    monkeypatch.setenv("USE_NEMO_CONFORMER", "false")
+    torch.manual_seed(0)
+    model = EncDecDenoiseMaskedTokenPredModel(cfg=_tiny_nest_cfg(mask_position))
+    assert type(model.encoder) is ConformerEncoder
+    path = str(tmp_path / "nest.nemo")
+    model.save_to(path)
+    monkeypatch.setenv("USE_NEMO_CONFORMER", "true")
+    restored = EncDecDenoiseMaskedTokenPredModel.restore_from(path, map_location="cpu")
+    assert type(restored.encoder) is nemo_modules.ConformerEncoder
+    sd_a, sd_b = model.state_dict(), restored.state_dict()
+    assert sd_a.keys() == sd_b.keys() and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    for m in (model, restored):
+        m.train()  # the block masking only masks in training; dropout is 0 in this config
+    return model, restored
+
+
+def _audio_batch():
+    gen = torch.Generator().manual_seed(1)
+    audio = 0.1 * torch.randn(2, 16000, generator=gen)
+    return audio, audio + 0.01 * torch.randn(2, 16000, generator=gen), torch.tensor([16000, 11000])
+
+
+def test_nemo_file_saved_with_ours_restores_with_nemo_encoder(tmp_path, monkeypatch):
+    """NEST .nemo written with our encoder (pre_conv masking), restored under USE_NEMO_CONFORMER=true with
+    NeMo's: same state dict, same masked-token loss on one batch."""
+    model, restored = _saved_with_ours_restored_with_nemo(tmp_path, monkeypatch, "pre_conv")
+    audio, noisy, lens = _audio_batch()
+    losses = []
+    for m in (model, restored):
+        torch.manual_seed(2)  # same masks (and dither) in both
+        with torch.no_grad():
+            log_probs, enc_len, masks, tokens = m(input_signal=audio, input_signal_length=lens,
+                                                  noisy_input_signal=noisy, noisy_input_signal_length=lens,
+                                                  apply_mask=True)
+            losses.append(m.loss(masks=masks, decoder_outputs=log_probs, targets=tokens, decoder_lengths=enc_len))
+        assert masks.sum() > 0
+    assert torch.isfinite(losses[0]) and torch.allclose(losses[0], losses[1], atol=1e-4)
+
+
+def test_post_conv_masking_in_nest_model(tmp_path, monkeypatch):
+    """mask_position post_conv: the model wraps encoder.pre_encode in NeMo's masking wrapper; the encoder
+    call of NeMo's masked-token path (masking on) gives NeMo's outputs and masks with our encoder too.
+    (NeMo 3.0's denoising forward itself fails for post_conv with either encoder: it hands pre_encode
+    [B, D, T] features without transposing them; and a restored post_conv model divides the masking
+    block size by the subsampling factor a second time, so this test builds both models afresh.)"""
+    from nest_ext.models.ssl_models import EncDecDenoiseMaskedTokenPredModel
+
+    models = []
+    for toggle in ("false", "true"):
+        monkeypatch.setenv("USE_NEMO_CONFORMER", toggle)
+        torch.manual_seed(0)
+        models.append(EncDecDenoiseMaskedTokenPredModel(cfg=_tiny_nest_cfg("post_conv")).train())
+    model, restored = models
+    assert type(model.encoder) is ConformerEncoder and type(restored.encoder) is nemo_modules.ConformerEncoder
+    restored.load_state_dict(model.state_dict(), strict=True)
+    audio, _, lens = _audio_batch()
+    results = []
+    for m in (model, restored):
+        torch.manual_seed(2)
+        with torch.no_grad():
+            feats, feat_len = m.preprocessor(input_signal=audio, length=lens)
+            m.pre_encoder.set_masking_enabled(apply_mask=True)
+            encoded, enc_len = m.encoder(audio_signal=feats, length=feat_len)
+            results.append((encoded, enc_len, m.pre_encoder.get_current_mask(), m.pre_encoder.get_current_feat()))
+    (a, la, ma, fa), (b, lb, mb, fb) = results
+    assert torch.equal(la, lb) and torch.equal(ma, mb) and ma.sum() > 0
+    valid = _valid(a, la)
+    assert ((a - b).abs() * valid).max() < 1e-4
+    assert ((fa - fb).abs() * valid.transpose(1, 2)).max() < 1e-4
+
+
+def test_nemo_ctc_model_runs_with_our_encoder():
+    """NeMo's EncDecCTCModel built with our encoder target gives the CTC loss of the same model with NeMo's."""
+    from nemo.collections.asr.models import EncDecCTCModel
+    from omegaconf import OmegaConf
+
+    import nest_ext.models.ssl_models  # noqa: F401  (lets NeMo instantiate nest_ext targets)
+
+    labels = list(" abcdefghij")
+    enc = {**BASE, "feat_in": 16, "subsampling_factor": 4}
+    models = []
+    for target in ("nest_ext.modules.ConformerEncoder", "nemo.collections.asr.modules.ConformerEncoder"):
+        cfg = OmegaConf.create(dict(
+            labels=labels, sample_rate=16000, train_ds=None, validation_ds=None,
+            preprocessor=dict(_target_="nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+                              features=16, n_fft=512, dither=0.0, pad_to=0),
+            encoder=dict(_target_=target, **enc),
+            decoder=dict(_target_="nemo.collections.asr.modules.ConvASRDecoder", feat_in=32,
+                         num_classes=len(labels), vocabulary=labels),
+        ))
+        torch.manual_seed(0)
+        models.append(EncDecCTCModel(cfg=cfg).eval())
+    ours, nemo = models
+    assert type(ours.encoder) is ConformerEncoder
+    ours.load_state_dict(nemo.state_dict(), strict=True)
+    audio = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    lens = torch.tensor([16000, 9000])
+    targets, target_lens = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2])
+    losses = []
+    for m in models:
+        with torch.no_grad():
+            log_probs, enc_len, _ = m(input_signal=audio, input_signal_length=lens)
+            losses.append(m.loss(log_probs=log_probs, targets=targets, input_lengths=enc_len,
+                                 target_lengths=target_lens))
+    assert torch.isfinite(losses[0]) and torch.allclose(losses[0], losses[1], atol=1e-4)
