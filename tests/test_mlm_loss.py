@@ -80,3 +80,11 @@ def test_mask_length_not_multiple_of_steps_is_a_clear_error():
     masks, log_probs, targets, _ = _inputs(1, True)
     with pytest.raises(ValueError, match="combine_time_steps"):
         MLMLoss(STEPS, 0.8)(masks=masks[:, :, :-1], decoder_outputs=log_probs, targets=targets)
+
+
+def test_without_masks_every_frame_counts():
+    """NeMo's MLMLoss fails without masks (IndexError); ours averages the NLL over all frames."""
+    _, log_probs, targets, _ = _inputs(1, True)
+    got = MLMLoss(STEPS, 0.8)(decoder_outputs=log_probs, targets=targets)
+    expected = torch.nn.functional.nll_loss(log_probs.reshape(-1, log_probs.shape[-1]), targets.reshape(-1))
+    torch.testing.assert_close(got, expected)
