@@ -4,6 +4,7 @@ import importlib
 _EXPORTS = {
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
+    "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
 }
 
 __all__ = list(_EXPORTS)
