@@ -129,3 +129,23 @@ def test_train_py_trains_on_a_manifest_and_leaves_checkpoint_and_nemo(tmp_path, 
 
     model = EncDecDenoiseMaskedTokenPredModel.restore_from(nemo_path, map_location="cpu")
     assert model.cfg.encoder.d_model == 32 and model.cfg.num_classes == 32
+
+
+def test_speech_like_has_syllables_pauses_and_formant_energy():
+    """The demo corpus's synthesis: deterministic per seed, with pauses and voiced low-frequency energy."""
+    import numpy as np
+
+    from nest_ext.parts.synth import noise_like, speech_like
+
+    x = speech_like(3.0, 16000, seed=5)
+    assert np.array_equal(x, speech_like(3.0, 16000, seed=5)) and not np.array_equal(x, speech_like(3.0, 16000, 6))
+    frames = x[: len(x) // 400 * 400].reshape(-1, 400)  # 25 ms frames
+    energy_db = 10 * np.log10((frames ** 2).mean(1) + 1e-12)
+    assert (energy_db < energy_db.max() - 30).mean() > 0.05  # pauses between words
+    assert (energy_db > energy_db.max() - 15).mean() > 0.3  # and mostly voiced syllables
+    spec = np.abs(np.fft.rfft(frames * np.hanning(400), axis=1)) ** 2
+    freqs = np.fft.rfftfreq(400, 1 / 16000)
+    loud = energy_db > energy_db.max() - 15
+    assert spec[loud][:, freqs < 2500].sum() > 0.7 * spec[loud].sum()  # harmonics shaped by formants
+    n = noise_like(2.0, 16000, seed=1, color="brown", hum_hz=50.0)
+    assert abs(float(n.mean())) < 1e-6 and 0.29 < float(np.abs(n).max()) <= 0.3 + 1e-6
