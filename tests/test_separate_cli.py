@@ -95,3 +95,6 @@ def test_chunked_long_input_and_missing_file(separate_main, tiny, tmp_path, caps
 
     assert separate_main(["--model", path, "--output-dir", str(out), str(tmp_path / "absent.wav")]) == 1
     assert "absent.wav" in capsys.readouterr().err
+    sf.write(tmp_path / "blip.wav", np.zeros(5, dtype=np.float32), 8000)  # shorter than one encoder frame
+    assert separate_main(["--model", path, "--output-dir", str(out), str(tmp_path / "blip.wav")]) == 1
+    assert "blip.wav" in capsys.readouterr().err

@@ -75,6 +75,8 @@ def load_mono_audio(path: str, sample_rate: int, channel: Optional[int] = None) 
     except Exception as err:  # soundfile raises several types; name the file in every case
         raise ValueError(f"cannot read audio file {path}: {err}") from err
     channels = audio.shape[1]
+    if channel is not None and not isinstance(channel, (int, np.integer)):
+        raise ValueError(f"channel must be a channel index, got {channel!r}")
     if channel is None:
         if channels != 1:
             raise ValueError(
@@ -339,7 +341,10 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         os.makedirs(output_dir, exist_ok=True)
         for path in paths2audio_files:
             audio = load_mono_audio(path, self.sample_rate, channel=input_channel_selector)
-            estimates = self.separate(audio, chunk_seconds=chunk_seconds).numpy()
+            try:
+                estimates = self.separate(audio, chunk_seconds=chunk_seconds).numpy()
+            except ValueError as err:  # e.g. shorter than the encoder kernel: name the file
+                raise ValueError(f"{path}: {err}") from err
             rel = os.path.relpath(path, input_dir) if input_dir is not None else os.path.basename(path)
             stem = os.path.splitext(rel)[0]
             outputs = []
