@@ -306,3 +306,32 @@ def test_lhotse_dataset_equals_nemo_and_drops_unloadable_cuts(tmp_path, nemo_ssl
     batch = mine[cuts]
     assert batch.audio.shape[0] == 2
     assert mine.bad_audio.count == 1 and "l1.wav" in nemo_log.text
+
+
+def test_concat_datasets_keep_the_batch_augmentor(tmp_path, ours):
+    # NeMo 3.0.0 drops batch_augmentor for is_concat datasets (no augmentation); ours passes it on
+    m1 = train_manifest(tmp_path / "a", durations=(1.2, 1.4))
+    m2 = train_manifest(tmp_path / "b", durations=(1.3,))
+    cfg = make_config([m1, m2], None, is_concat=True, concat_sampling_technique="round-robin")
+    ds = ours.get_audio_noise_dataset_from_config(cfg, global_rank=0, world_size=1)
+    assert [len(d) for d in ds.datasets] == [2, 1]
+    assert all(d.batch_augmentor is not None for d in ds.datasets)
+    collate = ours.get_collate_fn(ds)
+    seed_all(0)
+    batch = collate([item for item, _ in zip(iter(ds), range(3))])
+    assert batch.noisy_audio.shape[0] == 3 and not torch.equal(batch.noisy_audio, batch.audio)
+
+
+def test_lhotse_dataloader_from_nemo_manifest_config(tmp_path, ours):
+    # the path the model takes for use_lhotse: NeMo's lhotse dataloader factory with our dataset
+    from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
+
+    cfg = make_config(train_manifest(tmp_path, durations=(1.2, 1.5, 1.1, 1.3)), noise_files(tmp_path),
+                      use_lhotse=True, batch_size=2, seed=0, shuffle=False)
+    dataset = ours.LhotseAudioNoiseDataset(noise_manifest=cfg.noise_manifest, batch_augmentor_cfg=cfg.batch_augmentor)
+    loader = get_lhotse_dataloader_from_config(cfg, global_rank=0, world_size=1, dataset=dataset)
+    batches = [b for b, _ in zip(loader, range(2))]
+    assert [b.audio.shape[0] for b in batches] == [2, 2]
+    for b in batches:
+        assert b.noise.shape == b.audio.shape == b.noisy_audio.shape
+        assert (b.noise_len <= b.audio.shape[1]).all()
