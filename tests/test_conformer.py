@@ -322,3 +322,18 @@ def test_nemo_ctc_model_runs_with_our_encoder():
             losses.append(m.loss(log_probs=log_probs, targets=targets, input_lengths=enc_len,
                                  target_lengths=target_lens))
     assert torch.isfinite(losses[0]) and torch.allclose(losses[0], losses[1], atol=1e-4)
+
+
+def test_byte_mask_dropout_statistics_and_gradient():
+    from nest_ext.modules.conformer.dropout import dropout
+
+    torch.manual_seed(0)
+    x = torch.randn(200, 500, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.005
+    assert torch.allclose(y[kept], x[kept] / 0.9)
+    g = torch.randn_like(y)
+    y.backward(g)
+    assert torch.allclose(x.grad, g * kept / 0.9)
+    assert dropout(x, 0.1, training=False) is x

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nest_ext.modules.conformer.dropout import dropout
+
 __all__ = ["MultiHeadAttention", "RelPositionMultiHeadAttention", "padding_bias", "NEG_INF"]
 
 # NeMo fills masked scores with -10000 (not -inf) so fully padded rows stay finite; exp(-10000) is 0 in fp32.
@@ -130,7 +132,6 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
         q_u = (q + (self.pos_bias_u * scale).unsqueeze(1)).reshape(b * h, t, d_k)
         scores = torch.baddbmm(bias.reshape(b * h, t, t), q_u, k.reshape(b * h, t, d_k).transpose(1, 2))
         attn = torch.softmax(scores, dim=-1)
-        if self.training and self.dropout_rate > 0:
-            attn = F.dropout(attn, self.dropout_rate)
+        attn = dropout(attn, self.dropout_rate, self.training)
         context = torch.bmm(attn, v.reshape(b * h, t, d_k)).view(b, h, t, d_k)
         return self._output(context, query_pad)

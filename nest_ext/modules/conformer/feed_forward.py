@@ -12,6 +12,8 @@ Example::
 import torch.nn.functional as F
 from torch import nn
 
+from nest_ext.modules.conformer.dropout import dropout
+
 __all__ = ["ConformerFeedForward"]
 
 
@@ -28,4 +30,4 @@ class ConformerFeedForward(nn.Module):
         self.linear2 = nn.Linear(d_ff, d_model, bias=use_bias)
 
     def forward(self, x):
-        return self.linear2(self.dropout(F.silu(self.linear1(x))))
+        return self.linear2(dropout(F.silu(self.linear1(x)), self.dropout.p, self.training))

@@ -16,6 +16,7 @@ from torch import nn
 
 from nest_ext.modules.conformer.attention import MultiHeadAttention, RelPositionMultiHeadAttention
 from nest_ext.modules.conformer.convolution import ConformerConvolution
+from nest_ext.modules.conformer.dropout import dropout
 from nest_ext.modules.conformer.feed_forward import ConformerFeedForward
 
 __all__ = ["ConformerLayer"]
@@ -61,10 +62,13 @@ class ConformerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.norm_out = nn.LayerNorm(d_model)
 
+    def _drop(self, x):
+        return dropout(x, self.dropout.p, self.training)
+
     def forward(self, x, pos_emb=None, key_bias=None, query_pad=None, pad_mask=None):
         # torch.add(..., alpha=) fuses the half-step scaling into the residual add
-        x = torch.add(x, self.dropout(self.feed_forward1(self.norm_feed_forward1(x))), alpha=self.fc_factor)
-        x = x + self.dropout(self.self_attn(self.norm_self_att(x), pos_emb, key_bias, query_pad))
-        x = x + self.dropout(self.conv(self.norm_conv(x), pad_mask))
-        x = torch.add(x, self.dropout(self.feed_forward2(self.norm_feed_forward2(x))), alpha=self.fc_factor)
+        x = torch.add(x, self._drop(self.feed_forward1(self.norm_feed_forward1(x))), alpha=self.fc_factor)
+        x = x + self._drop(self.self_attn(self.norm_self_att(x), pos_emb, key_bias, query_pad))
+        x = x + self._drop(self.conv(self.norm_conv(x), pad_mask))
+        x = torch.add(x, self._drop(self.feed_forward2(self.norm_feed_forward2(x))), alpha=self.fc_factor)
         return self.norm_out(x)

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from nest_ext.modules.conformer.dropout import dropout
+
 __all__ = ["PositionalEncoding", "RelPositionalEncoding", "sinusoid_table"]
 
 
@@ -72,7 +74,7 @@ class PositionalEncoding(nn.Module):
         pos_emb = self.pe[:, : x.size(1) + cache_len]
         if self.dropout_emb is not None:
             pos_emb = self.dropout_emb(pos_emb)
-        return self.dropout(x + pos_emb), pos_emb
+        return dropout(x + pos_emb, self.dropout.p, self.training), pos_emb
 
 
 class RelPositionalEncoding(PositionalEncoding):
@@ -96,4 +98,4 @@ class RelPositionalEncoding(PositionalEncoding):
         pos_emb = self.pe[:, zero - n + 1 : zero + n]
         if self.dropout_emb is not None:
             pos_emb = self.dropout_emb(pos_emb)
-        return self.dropout(x), pos_emb
+        return dropout(x, self.dropout.p, self.training), pos_emb
