@@ -48,9 +48,21 @@ def demo_argv(demo_dir: Path = ROOT / "demo_data"):
 def build_callbacks(cfg: DictConfig) -> list:
     """Extra Lightning callbacks for this run, added to those of ``trainer.callbacks`` in the config.
 
-    The place to attach run-wide callbacks (e.g. training-health monitoring) without touching configs.
+    The place to attach run-wide callbacks (e.g. training-health monitoring) without touching configs:
+    ``UseAtomicCheckpointIO`` (checkpoints go to a temporary file beside the target, then ``os.replace``) and
+    ``TrainingHealthMonitor`` from ``model.health`` (on by default; not added twice when ``trainer.callbacks``
+    already lists one).
     """
-    return []
+    from nest_ext.parts.atomic_checkpoint import UseAtomicCheckpointIO
+    from nest_ext.parts.health import health_monitor_from_config
+
+    callbacks = [UseAtomicCheckpointIO()]
+    configured = [str(cb.get("_target_", "")) for cb in (cfg.trainer.get("callbacks", None) or []) if hasattr(cb, "get")]
+    if not any(target.endswith(".TrainingHealthMonitor") for target in configured):
+        monitor = health_monitor_from_config(cfg.model.get("health", {}))
+        if monitor is not None:
+            callbacks.append(monitor)
+    return callbacks
 
 
 def model_class(cfg: DictConfig):

@@ -224,3 +224,22 @@ def test_config_and_callback_assembly():
     own = TrainingHealthMonitor(nan_patience=9)  # given through trainer.callbacks: not duplicated
     assert add_health_monitor([own], cfg.model) == [own]
     assert math.isclose(add_health_monitor([], {"health": None})[0].spike_factor, 10.0)
+
+
+def test_trainer_callbacks_config_builds_the_monitor_through_nemo():
+    pytest.importorskip("nemo")
+    from nemo.core.classes.common import UnsafeTargetError
+    from nemo.utils.trainer_utils import resolve_trainer_cfg
+    from omegaconf import OmegaConf
+
+    from nest_ext.parts.health import allow_in_nemo_configs
+
+    cfg = OmegaConf.create({"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthMonitor",
+                                           "nan_patience": 5}]})
+    allow_in_nemo_configs()
+    (monitor,) = resolve_trainer_cfg(cfg)["callbacks"]
+    assert isinstance(monitor, TrainingHealthMonitor) and monitor.nan_patience == 5
+    # only the exact class was allowed, not its module
+    bad = OmegaConf.create({"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthError", "reason": "x"}]})
+    with pytest.raises(UnsafeTargetError):
+        resolve_trainer_cfg(bad)

@@ -5,9 +5,7 @@
   previous checkpoint intact and no file matching ``*last.ckpt``;
 * train.py killed with SIGKILL mid-training resumes from its last checkpoint with the same command and finishes.
 """
-import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +23,7 @@ from nest_ext.parts import atomic_checkpoint  # noqa: E402
 from nest_ext.parts.atomic_checkpoint import AtomicTorchCheckpointIO, UseAtomicCheckpointIO, atomic_torch_save  # noqa: E402
 
 from conftest import ROOT, speech_like, write_manifest, write_wav  # noqa: E402
+from test_ddp import probe_env, read_probe  # noqa: E402
 
 PY = sys.executable
 
@@ -156,3 +155,81 @@ def test_sigkill_during_save_leaves_previous_checkpoint(tmp_path):
     atomic_torch_save({"step": 3}, target)
     assert sorted(os.listdir(target.parent)) == [target.name]
     assert torch.load(target)["step"] == 3
+
+
+def _nest_data(root, count=8, seconds=2.0, sr=16000):
+    import numpy as np
+
+    rows = {"train": [], "val": [], "noise": []}
+    for split, n in (("train", count), ("val", 2), ("noise", 2)):
+        for i in range(n):
+            audio = speech_like(seconds, sr, seed=50 * len(split) + i) if split != "noise" else (
+                0.05 * np.random.default_rng(i).standard_normal(int(seconds * sr)).astype(np.float32))
+            rows[split].append({"audio_filepath": write_wav(root / split / f"{i}.wav", audio, sr),
+                                "duration": seconds, "text": ""})
+    return {k: write_manifest(root / f"{k}.json", v) for k, v in rows.items()}
+
+
+def _finished_last_checkpoints(ckpt_dir):
+    return [p for p in Path(ckpt_dir).rglob("*last.ckpt")
+            if not p.with_name(p.name[: -len(".ckpt")] + "-unfinished").exists()]
+
+
+@pytest.mark.slow
+def test_train_py_resumes_after_sigkill(tmp_path):
+    """SIGKILL train.py after its first checkpoint, rerun the same command: it resumes from that checkpoint
+    (global step continues, it does not restart at 0), loses at most one checkpoint interval, and finishes."""
+    m = _nest_data(tmp_path / "data")
+    probe, exp, interval, max_steps = tmp_path / "probe", tmp_path / "exp", 3, 9
+    cmd = [
+        PY, str(ROOT / "train.py"), "--config-name", "nest_demo",
+        f"model.train_ds.manifest_filepath={m['train']}", f"model.train_ds.noise_manifest={m['noise']}",
+        f"model.validation_ds.manifest_filepath={m['val']}", f"model.validation_ds.noise_manifest={m['noise']}",
+        "model.train_ds.batch_size=2", "model.validation_ds.batch_size=2", "trainer.accelerator=cpu",
+        "trainer.devices=1", f"trainer.max_steps={max_steps}", "trainer.num_sanity_val_steps=0",
+        "trainer.enable_progress_bar=false", f"exp_manager.exp_dir={exp}",
+        f"exp_manager.checkpoint_callback_params.every_n_train_steps={interval}",
+        "exp_manager.checkpoint_callback_params.always_save_nemo=false",
+        "exp_manager.resume_if_exists=true", "exp_manager.resume_ignore_no_checkpoint=true",
+    ]
+    env = probe_env(tmp_path, probe)  # a RankProbe records the global step of every batch and of the start
+    log1 = open(tmp_path / "run1.log", "w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log1, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 480
+        while time.time() < deadline and proc.poll() is None and not _finished_last_checkpoints(exp):
+            time.sleep(0.05)
+        assert proc.poll() is None, "train.py ended before it could be killed:\n" + (tmp_path / "run1.log").read_text()[-3000:]
+        assert _finished_last_checkpoints(exp), "no checkpoint within the time limit"
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole job, as a scheduler or a node failure does
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log1.close()
+    assert proc.returncode == -signal.SIGKILL
+    last = _finished_last_checkpoints(exp)
+    assert len(last) == 1, last
+    saved_step = torch.load(last[0], map_location="cpu", weights_only=False)["global_step"]
+    assert 0 < saved_step < max_steps
+    run1_steps = [r["step"] for r in read_probe(probe) if r["event"] == "batch"]
+    assert max(run1_steps) - saved_step <= interval  # work lost: at most one checkpoint interval
+
+    run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-4000:]
+    assert "Resuming training from checkpoint" in out and last[0].name in out
+    records = read_probe(probe)
+    starts = [r for r in records if r["event"] == "start"]
+    assert len(starts) == 2 and starts[0]["step"] == 0
+    assert starts[1]["step"] == saved_step and Path(starts[1]["ckpt_path"]).name == last[0].name
+    run2_steps = [r["step"] for r in records[records.index(starts[1]):] if r["event"] == "batch"]
+    assert run2_steps == list(range(saved_step, max_steps))  # continues from the checkpoint, not from 0
+    end = [r for r in records if r["event"] == "end"]
+    assert len(end) == 1 and end[0]["step"] == max_steps
+    final = _finished_last_checkpoints(exp)
+    assert [torch.load(p, map_location="cpu", weights_only=False)["global_step"] for p in final] == [max_steps]
+    assert "Trained model (.nemo):" in run.stdout
+
+

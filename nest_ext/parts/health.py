@@ -33,8 +33,10 @@ the checks and the parameter check is reduced with ``any``, so every rank takes 
 same step and no rank is left waiting in a collective.
 
 Configuration: under ``model.health`` (optional; read with ``cfg.model.get('health', {})`` so NeMo's
-configs need no new key), or by adding the callback to ``trainer.callbacks`` yourself.
-:func:`add_health_monitor` does the former without duplicating the latter.
+configs need no new key), or as ``trainer.callbacks: [{_target_: nest_ext.parts.health.TrainingHealthMonitor,
+...}]`` -- NeMo 3.0's ``resolve_trainer_cfg`` builds only allow-listed targets, so call
+:func:`allow_in_nemo_configs` before it. :func:`add_health_monitor` adds the ``model.health`` one unless the
+callbacks already hold a monitor.
 
 Example::
 
@@ -69,7 +71,13 @@ from typing import Any, Iterable, List, Mapping, Optional
 import torch
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["TrainingHealthError", "TrainingHealthMonitor", "add_health_monitor", "health_monitor_from_config"]
+__all__ = [
+    "TrainingHealthError",
+    "TrainingHealthMonitor",
+    "add_health_monitor",
+    "allow_in_nemo_configs",
+    "health_monitor_from_config",
+]
 
 _log_fallback = _pylogging.getLogger(__name__)
 
@@ -351,3 +359,15 @@ def add_health_monitor(callbacks: Optional[Iterable[Callback]], model_cfg: Optio
     if monitor is not None:
         callbacks.append(monitor)
     return callbacks
+
+
+def allow_in_nemo_configs() -> None:
+    """Let NeMo's ``safe_instantiate`` (used by ``resolve_trainer_cfg`` for ``trainer.callbacks``) build
+    ``nest_ext.parts.health.TrainingHealthMonitor``; NeMo 3.0 blocks targets outside its allow-list. Only this
+    exact class is added. Imports NeMo."""
+    from nemo.core.classes import common
+
+    target = f"{TrainingHealthMonitor.__module__}.{TrainingHealthMonitor.__qualname__}"
+    if target not in common.ALLOWED_TARGET_PREFIXES:
+        common.ALLOWED_TARGET_PREFIXES.append(target)
+    common.ALLOWED_EXACT_CLASS_TARGETS.add(target)
