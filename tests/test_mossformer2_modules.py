@@ -8,7 +8,12 @@ import torch.nn.functional as F
 
 from nest_ext.modules.mossformer2 import MossFormer2, MossFormer2Decoder, MossFormer2Encoder, MossFormer2MaskNet
 from nest_ext.modules.mossformer2.chunked import chunk_starts, separate_chunked
-from nest_ext.modules.mossformer2.conv_modules import ConvFeedForward, depthwise_conv, parallel_conv_feedforward
+from nest_ext.modules.mossformer2.conv_modules import (
+    ConvFeedForward,
+    depthwise_conv,
+    parallel_conv_feedforward,
+    silu_conv_residual,
+)
 from nest_ext.modules.mossformer2.fsmn import DenseDilatedLayer, DenseDilatedMemory
 from nest_ext.modules.mossformer2.norms import GlobalLayerNorm, ScaleNorm
 from nest_ext.modules.mossformer2.positional_encoding import ScaledSinusoidalEncoding
@@ -118,6 +123,20 @@ def test_depthwise_conv_gradients_equal_conv1d_gradients(batch, kernel, dilation
     # only the weight needs a gradient (first layer of a branch fed by a constant)
     (gw,) = torch.autograd.grad(depthwise_conv(x.detach(), w, dilation), (w,), g)
     torch.testing.assert_close(gw, ref[1], atol=1e-4, rtol=1e-4)
+
+
+def test_silu_conv_residual_values_and_gradients():
+    h = torch.randn(2, 30, 6, requires_grad=True)
+    w = torch.randn(6, 1, 5, requires_grad=True)
+    s = F.silu(h)
+    ref = s + F.conv1d(s.transpose(1, 2), w, padding=2, groups=6).transpose(1, 2)
+    out = silu_conv_residual(h, w)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, (h, w), g), torch.autograd.grad(ref, (h, w), g)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(silu_conv_residual(h, w), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_dense_dilated_layer_equals_grouped_conv_with_instance_norm():

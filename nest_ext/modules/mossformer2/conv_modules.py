@@ -4,6 +4,7 @@ Everything here works channels-last, ``[B, L, C]``, because the surrounding line
 
 - :func:`depthwise_conv` : per-channel 1-D convolution along time, zero "same" padding.
 - :class:`DepthwiseConvResidual` : ``x + depthwise_conv(x)`` (kernel 17 in MossFormer2).
+- :func:`silu_conv_residual` : ``s + depthwise_conv(s)`` with ``s = silu(h)``, saving only ``h`` for backward.
 - :class:`ConvFeedForward` : ``dropout(conv_residual(silu(linear(norm(x)))))`` -- the projection used for
   every input/output projection of the attention and of the gated FSMN.
 - :func:`parallel_conv_feedforward` : several ``ConvFeedForward`` branches of the same input in one pass
@@ -27,7 +28,7 @@ from torch import nn
 
 from nest_ext.modules.mossformer2.norms import LayerNorm, ScaleNorm
 
-__all__ = ["depthwise_conv", "DepthwiseConvResidual", "ConvFeedForward", "parallel_conv_feedforward"]
+__all__ = ["depthwise_conv", "silu_conv_residual", "DepthwiseConvResidual", "ConvFeedForward", "parallel_conv_feedforward"]
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
@@ -35,12 +36,25 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
     return F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, pad), dilation=(1, dilation), groups=x.shape[1]).squeeze(2)
 
 
+def _conv_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, dilation: int) -> torch.Tensor:
+    """``grad_w[c, 0, k] = sum_{b, t} grad_out[b, c, t] * x_padded[b, c, t + k * dilation]`` for ``[B, C, L]``.
+
+    Computed as a depthwise convolution whose "kernel" is ``grad_out`` (one group per batch item and
+    channel), summed over the batch: it runs on the same fast depthwise kernel as the forward pass.
+    """
+    batch, channels, length = x.shape
+    pad = dilation * (kernel - 1) // 2
+    xp = F.pad(x, (pad, pad)).reshape(1, batch * channels, 1, length + 2 * pad)
+    g = grad_out.reshape(batch * channels, 1, 1, length)
+    grad_w = F.conv2d(xp, g, stride=(1, dilation), groups=batch * channels)
+    return grad_w.reshape(batch, channels, kernel).sum(0).unsqueeze(1)
+
+
 class _DepthwiseConvFunction(torch.autograd.Function):
     """Depthwise conv whose backward also runs on the fast depthwise forward kernel.
 
-    grad_input is the convolution of grad_output with the time-reversed kernel; grad_weight[c, k] is the
-    correlation of grad_output with the padded input, computed as a depthwise convolution whose
-    "kernel" is grad_output (one group per batch item and channel) and summed over the batch.
+    grad_input is the convolution of grad_output with the time-reversed kernel; grad_weight comes from
+    :func:`_conv_weight_grad`. (Autograd's own depthwise backward is several times slower on CPU.)
     """
 
     @staticmethod
@@ -53,19 +67,48 @@ class _DepthwiseConvFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        dilation = ctx.dilation
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
-            grad_x = _conv(grad_out, weight.flip(-1), dilation)
+            grad_x = _conv(grad_out, weight.flip(-1), ctx.dilation)
         if ctx.needs_input_grad[1]:
-            batch, channels, length = x.shape
-            kernel = weight.shape[-1]
-            pad = dilation * (kernel - 1) // 2
-            xp = F.pad(x, (pad, pad)).reshape(1, batch * channels, 1, length + 2 * pad)
-            g = grad_out.reshape(batch * channels, 1, 1, length)
-            grad_w = F.conv2d(xp, g, stride=(1, dilation), groups=batch * channels)
-            grad_w = grad_w.reshape(batch, channels, kernel).sum(0).unsqueeze(1)
+            grad_w = _conv_weight_grad(x, grad_out, weight.shape[-1], ctx.dilation)
         return grad_x, grad_w, None
+
+
+class _SiluConvResidualFunction(torch.autograd.Function):
+    """``s + depthwise_conv(s)`` with ``s = silu(h)``, channels-last ``h [B, L, C]``.
+
+    Saves only ``h`` for backward and recomputes ``s`` there, instead of keeping both (one activation
+    of the widest tensor in each block less in training memory).
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight):
+        ctx.save_for_backward(h, weight)
+        s = F.silu(h)
+        return s + _conv(s.transpose(1, 2), weight, 1).transpose(1, 2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        h, weight = ctx.saved_tensors
+        g = grad_out.transpose(1, 2)
+        grad_h = grad_w = None
+        if ctx.needs_input_grad[1]:
+            s = F.silu(h).transpose(1, 2)
+            grad_w = _conv_weight_grad(s, g, weight.shape[-1], 1)
+        if ctx.needs_input_grad[0]:
+            grad_s = grad_out + _conv(g, weight.flip(-1), 1).transpose(1, 2)
+            grad_h = torch.ops.aten.silu_backward(grad_s, h)
+        return grad_h, grad_w
+
+
+def silu_conv_residual(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``s + depthwise_conv(s)`` with ``s = silu(h)`` for channels-last ``h [B, L, C]``, ``weight [C, 1, K]``."""
+    if FAST_BACKWARD and torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+        return _SiluConvResidualFunction.apply(h, weight)
+    s = F.silu(h)
+    return s + _conv(s.transpose(1, 2), weight, 1).transpose(1, 2)
 
 
 FAST_BACKWARD = True
@@ -118,7 +161,7 @@ class ConvFeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.conv(F.silu(self.linear(self.norm(x)))))
+        return self.dropout(silu_conv_residual(self.linear(self.norm(x)), self.conv.weight))
 
 
 def parallel_conv_feedforward(branches: Sequence[ConvFeedForward], x: torch.Tensor) -> List[torch.Tensor]:
@@ -137,7 +180,6 @@ def parallel_conv_feedforward(branches: Sequence[ConvFeedForward], x: torch.Tens
     folded = [b.norm.fold_into_linear(b.linear) for b in branches]
     weight = torch.cat([w for w, _ in folded], dim=0)
     bias = torch.cat([bb for _, bb in folded], dim=0)
-    h = F.silu(F.linear(normalized, weight, bias))
     kernel = torch.cat([b.conv.weight for b in branches], dim=0)
-    h = first.dropout(h + depthwise_conv(h.transpose(1, 2), kernel).transpose(1, 2))
+    h = first.dropout(silu_conv_residual(F.linear(normalized, weight, bias), kernel))
     return list(h.split([b.linear.out_features for b in branches], dim=-1))
