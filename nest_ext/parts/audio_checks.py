@@ -190,6 +190,15 @@ class ManifestLines:
         self._lines = array("q")
         self._lock = threading.Lock()
 
+    def __getstate__(self):  # picklable for DataLoader workers started with 'spawn'
+        state = self.__dict__.copy()
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def _build(self):
         starts = []
         for f in self.files:
@@ -239,6 +248,15 @@ class BadAudioReport:
         self.count = 0
         self.by_reason: Counter = Counter()
         self.entries: List[tuple] = []  # (path, reason, where, stage); the first few hundred only
+        self._lock = threading.Lock()
+
+    def __getstate__(self):  # picklable for DataLoader workers started with 'spawn'
+        state = self.__dict__.copy()
+        state.pop("_lock")
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def add(self, path, reason: str, where: Optional[str] = None, stage: str = "load"):
