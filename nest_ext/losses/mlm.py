@@ -8,7 +8,8 @@ types and forward signature, and give NeMo's value on every batch NeMo handles (
   ``backward()`` and DDP work) instead of NeMo's ``NaN`` (mean over an empty selection);
 * ``MultiMLMLoss`` has ``needs_labels`` (NeMo issue #15743: pretraining crashed without it);
 * decoder outputs and frame masks of different lengths are cut to their common length (NeMo raises
-  an indexing error); targets are padded/cut to that length as NeMo does.
+  an indexing error); targets are padded/cut to that length as NeMo does; a mask length that is not a
+  multiple of ``combine_time_steps`` gets a last, partial group (NeMo's reshape fails).
 
 Shapes (``C`` classes, ``H`` codebooks, ``T`` feature frames, ``T' = T / combine_time_steps``):
 ``masks [B, D, T]`` (1 where the input was masked), ``decoder_outputs [B, T', C]`` or ``[B, T', C, H]``
@@ -50,14 +51,14 @@ class MLMLoss(_NeMoMLMLoss):
         return True
 
     def frame_mask(self, masks: torch.Tensor) -> torch.Tensor:
-        """[B, D, T] feature masks -> [B, T // combine_time_steps] bool: frames above ``mask_threshold``."""
+        """[B, D, T] feature masks -> [B, ceil(T / combine_time_steps)] bool: groups above ``mask_threshold``."""
         b, d, t = masks.shape
         steps = self.combine_time_steps
         if t % steps:
-            raise ValueError(
-                f"mask length {t} is not a multiple of combine_time_steps={steps}; "
-                "set the preprocessor's pad_to to a multiple of the subsampling factor"
-            )
+            # a partial last group (preprocessor pad_to not a multiple of the subsampling) counts its
+            # missing frames as unmasked; NeMo's reshape fails or mis-groups here
+            masks = F.pad(masks, (0, steps - t % steps))
+            t = masks.shape[-1]
         # group `steps` consecutive frames with all their feature bins, as the encoder's subsampling does
         grouped = masks.transpose(1, 2).reshape(b, t // steps, steps * d)
         return grouped.mean(-1) > self.mask_threshold
