@@ -36,6 +36,15 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
     return F.conv2d(x.unsqueeze(2), weight.unsqueeze(2), padding=(0, pad), dilation=(1, dilation), groups=x.shape[1]).squeeze(2)
 
 
+# The custom backward functions are CPU speed work; on other devices autograd's own kernels are used.
+FAST_BACKWARD = True
+
+
+def _use_fast_backward(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (FAST_BACKWARD and x.device.type == "cpu" and torch.is_grad_enabled()
+            and (x.requires_grad or weight.requires_grad))
+
+
 def _conv_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, dilation: int) -> torch.Tensor:
     """``grad_w[c, 0, k] = sum_{b, t} grad_out[b, c, t] * x_padded[b, c, t + k * dilation]`` for ``[B, C, L]``.
 
@@ -105,13 +114,10 @@ class _SiluConvResidualFunction(torch.autograd.Function):
 
 def silu_conv_residual(h: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """``s + depthwise_conv(s)`` with ``s = silu(h)`` for channels-last ``h [B, L, C]``, ``weight [C, 1, K]``."""
-    if FAST_BACKWARD and torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad):
+    if _use_fast_backward(h, weight):
         return _SiluConvResidualFunction.apply(h, weight)
     s = F.silu(h)
     return s + _conv(s.transpose(1, 2), weight, 1).transpose(1, 2)
-
-
-FAST_BACKWARD = True
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
@@ -123,7 +129,7 @@ def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> 
     Returns:
         ``[B, C, L]``.
     """
-    if FAST_BACKWARD and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+    if _use_fast_backward(x, weight):
         return _DepthwiseConvFunction.apply(x, weight, dilation)
     return _conv(x, weight, dilation)
 
