@@ -17,6 +17,7 @@ CTC fine-tuning configs do -- and nest_ext's ``EncDecDenoiseMaskedTokenPredModel
 """
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -101,11 +102,12 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
     return kwargs
 
 
-def find_nemo(log_dir, name: str):
-    """The newest ``.nemo`` exp_manager wrote under ``log_dir`` (None if none)."""
+def find_nemo(log_dir, since: float):
+    """The newest ``.nemo`` exp_manager wrote under ``log_dir`` at or after time ``since`` (None if none)."""
     if log_dir is None:
         return None
-    found = sorted(Path(log_dir).rglob("*.nemo"), key=lambda p: p.stat().st_mtime)
+    found = sorted((p for p in Path(log_dir).rglob("*.nemo") if p.stat().st_mtime >= since),
+                   key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 
@@ -129,13 +131,14 @@ def main(cfg: DictConfig):
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
     model = model_class(cfg)(cfg=cfg.model, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg)
+    started = time.time()
     trainer.fit(model)
 
     if trainer.is_global_zero:
-        path = find_nemo(log_dir, cfg.name)
+        path = find_nemo(log_dir, started)
         if path is None:  # no checkpoint callback wrote one: save the final model
             path = Path(log_dir or ".") / f"{cfg.name}.nemo"
-            tmp = path.with_name(f".{path.name}.tmp")
+            tmp = path.with_name(f".{path.stem}.tmp.nemo")  # NeMo wants the .nemo suffix
             model.save_to(str(tmp))
             tmp.replace(path)
         print(f"\nTrained model (.nemo): {Path(path).resolve()}", flush=True)
