@@ -170,3 +170,19 @@ def test_lhotse_path_uses_our_lhotse_dataset(data):
     batch = next(iter(model._train_dl))
     assert batch.audio.shape == batch.noisy_audio.shape == batch.noise.shape and batch.audio.shape[0] == 3
     assert not torch.equal(batch.audio, batch.noisy_audio)  # noise was mixed in (augmentor prob 1)
+
+
+def test_encoder_choice_is_logged_and_leaves_other_encoders(monkeypatch):
+    from nest_ext.parts import encoder_choice
+
+    said = []
+    monkeypatch.setattr(encoder_choice, "_log", lambda msg, warning=False: said.append((msg, warning)))
+    cfg = OmegaConf.create({"encoder": {"_target_": OUR_CONFORMER, "d_model": 8}})
+    on = encoder_choice.apply_encoder_choice(cfg, env={"USE_NEMO_CONFORMER": "Yes"})
+    assert on.encoder._target_ == NEMO_CONFORMER and cfg.encoder._target_ == OUR_CONFORMER
+    assert encoder_choice.apply_encoder_choice(cfg, env={}) is cfg
+    other = OmegaConf.create({"encoder": {"_target_": "nemo.collections.asr.modules.SqueezeformerEncoder"}})
+    assert encoder_choice.apply_encoder_choice(other, env={"USE_NEMO_CONFORMER": "1"}) is other
+    assert [w for _, w in said] == [False, False, True]
+    assert "USE_NEMO_CONFORMER is set" in said[0][0] and NEMO_CONFORMER in said[0][0]
+    assert "SqueezeformerEncoder" in said[2][0]
