@@ -233,3 +233,31 @@ def test_train_py_resumes_after_sigkill(tmp_path):
     assert "Trained model (.nemo):" in run.stdout
 
 
+
+
+def test_nemo_resume_after_kill_during_save_needs_step_in_name(tmp_path):
+    """What a kill during a save leaves, as NeMo's resume sees it. With atomic saves the new file never
+    appears, only NeMo's "-unfinished" marker for it. If the name has no {step}, that marker belongs to the
+    only *-last.ckpt and NeMo refuses to resume; with {step} in the name (NeMo's NEST configs) it resumes from
+    the previous, complete checkpoint."""
+    pytest.importorskip("nemo")
+    from types import SimpleNamespace
+
+    from nemo.utils.exp_manager import check_resume
+
+    def killed_during_save(ckpt_dir, previous, new):
+        ckpt_dir.mkdir(parents=True)
+        atomic_torch_save({"global_step": 3}, ckpt_dir / previous)
+        (ckpt_dir / (new[: -len(".ckpt")] + "-unfinished")).touch()  # NeMo's marker, set before the save
+
+    same_name = tmp_path / "a" / "checkpoints"
+    killed_during_save(same_name, "run--val_loss=1.000-epoch=0-last.ckpt", "run--val_loss=1.000-epoch=0-last.ckpt")
+    with pytest.raises(ValueError, match="unfinished"):
+        check_resume(SimpleNamespace(ckpt_path=None), str(same_name.parent), resume_if_exists=True,
+                     resume_ignore_no_checkpoint=True)
+
+    with_step = tmp_path / "b" / "checkpoints"
+    killed_during_save(with_step, "run--val_loss=1.000-step=3-last.ckpt", "run--val_loss=1.000-step=6-last.ckpt")
+    trainer = SimpleNamespace(ckpt_path=None)
+    check_resume(trainer, str(with_step.parent), resume_if_exists=True, resume_ignore_no_checkpoint=True)
+    assert Path(trainer.ckpt_path).name == "run--val_loss=1.000-step=3-last.ckpt"
