@@ -248,3 +248,13 @@ def test_entry_offset_and_multichannel_noise(tmp_path, ours):
     np.random.seed(1)
     start = int((2.0 + np.random.uniform(0, 0.5)) * SR)
     np.testing.assert_allclose(noise.numpy(), mono[start:start + SR // 2], atol=1e-4)
+
+
+def test_signatures_are_nemos(ours, nemo_ssl):
+    import inspect
+
+    for name in ("load_noise_audio", "sample_noise"):
+        mine, theirs = inspect.signature(getattr(ours, name)), inspect.signature(getattr(nemo_ssl, name))
+        assert [(p.name, p.default, p.kind) for p in mine.parameters.values()] == [
+            (p.name, p.default, p.kind) for p in theirs.parameters.values()
+        ], name
