@@ -34,6 +34,7 @@ from nemo.core.classes.common import PretrainedModelInfo
 from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 from nemo.utils import logging
 
+from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
 
 __all__ = ["MossFormer2SeparationModel", "load_mono_audio"]
@@ -42,20 +43,7 @@ __all__ = ["MossFormer2SeparationModel", "load_mono_audio"]
 _BLOCKS = "nest_ext.modules.mossformer2"
 
 
-def _allow_nest_ext_targets():
-    """Let NeMo's `safe_instantiate` build `nest_ext.*` config targets.
-
-    NeMo 3.0 only instantiates `_target_`s under an allow-list of prefixes (nemo.collections., torch.nn., ...);
-    ours are added by prefix, and NeMo's own check that the class is an `nn.Module`/`ModelPT`/dataset
-    subclass still applies.
-    """
-    from nemo.core.classes import common
-
-    if "nest_ext." not in common.ALLOWED_TARGET_PREFIXES:
-        common.ALLOWED_TARGET_PREFIXES.append("nest_ext.")
-
-
-_allow_nest_ext_targets()
+allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
 
 
 def load_mono_audio(path: str, sample_rate: int, channel: Optional[int] = None) -> np.ndarray:

@@ -42,24 +42,12 @@ from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_confi
 from nest_ext.data.ssl_dataset import LhotseAudioNoiseDataset, get_audio_noise_dataset_from_config, get_collate_fn
 from nest_ext.parts.audio_checks import get_on_bad_audio
 from nest_ext.parts.encoder_choice import apply_encoder_choice
+from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
-__all__ = ["EncDecDenoiseMaskedTokenPredModel", "allow_nest_ext_targets", "dataloader_kwargs"]
-
-
-def allow_nest_ext_targets():
-    """Let NeMo's ``safe_instantiate`` build ``nest_ext.*`` ``_target_``s (our loss, encoder, ...).
-
-    NeMo 3.0 instantiates only targets under an allow-list of prefixes (``nemo.collections.``, ...); ours
-    is added by prefix, and NeMo's own check that the class is a ``Serialization``/``nn.Module`` subclass
-    still applies. Called at import of this module, which ``train.py`` and ``restore_from`` load first.
-    """
-    from nemo.core.classes import common
-
-    if "nest_ext." not in common.ALLOWED_TARGET_PREFIXES:
-        common.ALLOWED_TARGET_PREFIXES.append("nest_ext.")
+__all__ = ["EncDecDenoiseMaskedTokenPredModel", "dataloader_kwargs"]
 
 
-allow_nest_ext_targets()
+allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
 
 
 def dataloader_kwargs(config) -> Dict:
