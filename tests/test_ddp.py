@@ -150,7 +150,9 @@ def _check_ranks(probe, metric_keys):
     for m0, m1 in zip(v0, v1):
         assert set(metric_keys) <= set(m0)
         for key in metric_keys:  # reduced over ranks, although each rank validated on other files
-            assert m0[key] == pytest.approx(m1[key], rel=1e-6), (key, m0, m1)
+            assert m0[key] == pytest.approx(m1[key], rel=1e-6), (
+                f"{key} differs between ranks ({m0[key]} vs {m1[key]}): not reduced over DDP ranks; log it with "
+                "sync_dist=True (NeMo models: on_validation_epoch_end must call super() with sync_metrics=True)")
 
 
 @pytest.mark.slow
