@@ -243,3 +243,30 @@ def test_trainer_callbacks_config_builds_the_monitor_through_nemo():
     bad = OmegaConf.create({"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthError", "reason": "x"}]})
     with pytest.raises(UnsafeTargetError):
         resolve_trainer_cfg(bad)
+
+
+def test_train_py_attaches_monitor_from_model_health():
+    pytest.importorskip("nemo")
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from nest_ext.parts.atomic_checkpoint import UseAtomicCheckpointIO
+
+    spec = importlib.util.spec_from_file_location("train_for_health_test", ROOT / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+
+    def kinds(cfg):
+        return [type(cb).__name__ for cb in train.build_callbacks(OmegaConf.create(cfg))]
+
+    base = {"trainer": {"devices": 1}, "model": {}}
+    assert sorted(kinds(base)) == ["TrainingHealthMonitor", "UseAtomicCheckpointIO"]  # on by default
+    (monitor,) = [cb for cb in train.build_callbacks(OmegaConf.create(
+        {"trainer": {}, "model": {"health": {"nan_patience": 4}}})) if isinstance(cb, TrainingHealthMonitor)]
+    assert monitor.nan_patience == 4
+    assert kinds({"trainer": {}, "model": {"health": {"enabled": False}}}) == ["UseAtomicCheckpointIO"]
+    listed = {"trainer": {"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthMonitor"}]}, "model": {}}
+    assert kinds(listed) == ["UseAtomicCheckpointIO"]  # the trainer.callbacks one is not doubled
+    assert isinstance(train.build_callbacks(OmegaConf.create(base))[0], UseAtomicCheckpointIO)
