@@ -5,8 +5,10 @@
 depthwise Conv2d(3x3, stride 2) and a pointwise Conv2d(1x1), each step ending in ReLU.
 The channels x remaining features are flattened and projected to d_model by ``out``.
 
-Padded frames are zeroed before every strided convolution and at the end, so the valid output frames do
-not depend on how much padding the batch has (as in NeMo 3.0). Parameter names follow NeMo's
+Padded frames are zeroed in the input and after every ReLU, so the valid output frames do not depend on
+how much padding the batch has (as in NeMo 3.0, which multiplies by a mask before every layer instead).
+The activations are kept in channels-last memory, where oneDNN's depthwise kernels run 3-4x faster on
+CPU than in NCHW, and the pointwise convolutions become plain matmuls. Parameter names follow NeMo's
 ``ConvSubsampling``: ``conv.<index>`` with NeMo's indices (ReLUs included) and ``out``.
 
 Example::
@@ -20,6 +22,7 @@ Example::
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["ConvSubsampling", "subsampled_length"]
@@ -90,17 +93,30 @@ class ConvSubsampling(nn.Module):
         return [0, self.subsampling_factor + 1]
 
     def _convolve(self, x, lengths):
-        """x [B, 1, T, F] -> [B, C, T', F'], zeroing padded frames before each strided conv and at the end."""
-        t = x.size(2)
-        padded = bool((lengths < t).any())
-        for layer in self.conv:
-            if padded and isinstance(layer, nn.Conv2d) and layer.stride[0] > 1:
-                x = x * (torch.arange(x.size(2), device=x.device) < lengths[:, None]).to(x.dtype)[:, None, :, None]
-            x = layer(x)
-            if isinstance(layer, nn.Conv2d) and layer.stride[0] > 1:
+        """x [B, 1, T, F] -> [B, C, T', F'] (channels-last memory), padded frames zero after every ReLU."""
+        if bool((lengths < x.size(2)).any()):
+            x = x.masked_fill(~(torch.arange(x.size(2), device=x.device) < lengths[:, None])[:, None, :, None], 0.0)
+        first = self.conv[0]
+        lengths = subsampled_length(lengths, 1)
+        # conv 0 + ReLU 1 as one patch matmul; its output is channels-last, where oneDNN's depthwise
+        # kernels are several times faster than in the NCHW layout it would pick for one input channel
+        x = _PatchConvReLU.apply(x, first.weight, first.bias, lengths)
+        layers = list(self.conv)[2:]
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if layer.kernel_size == (1, 1):
+                # pointwise conv + ReLU: a matmul over the channel axis of the channels-last memory
+                y = F.linear(x.permute(0, 2, 3, 1), layer.weight.flatten(1), layer.bias)  # [B, T, F, C]
+                x = _MaskedReLU.apply(y, lengths, 1).permute(0, 3, 1, 2)
+                i += 2
+            else:
+                x = layer(x)
                 lengths = subsampled_length(lengths, 1)
-        if padded:
-            x = x * (torch.arange(x.size(2), device=x.device) < lengths[:, None]).to(x.dtype)[:, None, :, None]
+                if i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU):
+                    x = _MaskedReLU.apply(x, lengths, 2)
+                    i += 1
+                i += 1
         return x, lengths
 
     def _n_chunks(self, x):
@@ -123,3 +139,70 @@ class ConvSubsampling(nn.Module):
             x, lengths = self._convolve(x, lengths)
         b, c, t, f = x.shape
         return self.out(x.transpose(1, 2).reshape(b, t, c * f)), lengths
+
+
+def _zero_padding_(out, lengths, time_dim):
+    """Zero frames ``t >= lengths[b]`` along ``time_dim`` in place (one contiguous block per item when the
+    time axis is outermost in memory)."""
+    t = out.size(time_dim)
+    for b, n in enumerate(lengths.tolist()):
+        if n < t:
+            out[b].narrow(time_dim - 1, max(n, 0), t - max(n, 0)).zero_()
+
+
+class _MaskedReLU(torch.autograd.Function):
+    """In-place ReLU of a conv output that also zeroes the padded frames (``t >= lengths[b]`` on
+    ``time_dim``).
+
+    The conv output is not needed by the conv's backward, so it can be overwritten; ReLU's backward only
+    needs the result, whose zeros already stop the gradient at padded frames, so masking costs no extra
+    pass over the (large) tensor in either direction.
+    """
+
+    @staticmethod
+    def forward(ctx, x, lengths, time_dim):
+        out = x.clamp_min_(0.0)
+        _zero_padding_(out, lengths, time_dim)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0.0), None, None
+
+
+class _PatchConvReLU(torch.autograd.Function):
+    """Conv2d(1 -> C, 3x3, stride 2, padding 1) + ReLU + zeroed padded frames, as a matmul over unfolded
+    3x3 patches. x [B, 1, T, F] -> [B, C, T', F'] backed by channels-last [B, T', F', C] memory."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lengths):
+        b, _, t, f = x.shape
+        c = weight.size(0)
+        t_out, f_out = (t - 1) // 2 + 1, (f - 1) // 2 + 1
+        patches = F.unfold(x, 3, padding=1, stride=2)  # [B, 9, T'F']
+        out = torch.matmul(patches.transpose(1, 2), weight.reshape(c, 9).t())  # [B, T'F', C]
+        if bias is not None:
+            out += bias
+        out.clamp_min_(0.0)
+        out = out.view(b, t_out, f_out, c)
+        _zero_padding_(out, lengths, 1)
+        ctx.save_for_backward(patches, weight, out)
+        ctx.input_size = (t, f)
+        ctx.has_bias = bias is not None
+        return out.permute(0, 3, 1, 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        patches, weight, out = ctx.saved_tensors
+        b, t_out, f_out, c = out.shape
+        g = torch.ops.aten.threshold_backward(grad.permute(0, 2, 3, 1), out, 0.0).reshape(b, t_out * f_out, c)
+        grad_weight = torch.bmm(patches, g).sum(0).t().reshape(weight.shape)  # [9, C] summed over the batch
+        grad_bias = g.sum((0, 1)) if ctx.has_bias else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            cols = torch.matmul(g, weight.reshape(c, 9)).transpose(1, 2)  # [B, 9, T'F']
+            grad_x = F.fold(cols, ctx.input_size, 3, padding=1, stride=2)
+        return grad_x, grad_weight, grad_bias, None
