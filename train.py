@@ -88,6 +88,12 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
     from nemo.utils import logging
     from nemo.utils.trainer_utils import resolve_trainer_cfg
 
+    from nest_ext.parts.atomic_checkpoint import UseAtomicCheckpointIO
+    from nest_ext.parts.health import TrainingHealthMonitor
+    from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+
+    # so `trainer.callbacks: [{_target_: nest_ext.parts.health.TrainingHealthMonitor, ...}]` passes NeMo's allow-list
+    allow_nest_ext_targets(TrainingHealthMonitor, UseAtomicCheckpointIO)
     kwargs = dict(resolve_trainer_cfg(cfg.trainer))
     on_cpu = kwargs.get("accelerator") == "cpu" or (kwargs.get("accelerator") in (None, "auto")
                                                    and not torch.cuda.is_available())

@@ -232,11 +232,11 @@ def test_trainer_callbacks_config_builds_the_monitor_through_nemo():
     from nemo.utils.trainer_utils import resolve_trainer_cfg
     from omegaconf import OmegaConf
 
-    from nest_ext.parts.health import allow_in_nemo_configs
+    from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
     cfg = OmegaConf.create({"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthMonitor",
                                            "nan_patience": 5}]})
-    allow_in_nemo_configs()
+    allow_nest_ext_targets(TrainingHealthMonitor)
     (monitor,) = resolve_trainer_cfg(cfg)["callbacks"]
     assert isinstance(monitor, TrainingHealthMonitor) and monitor.nan_patience == 5
     # only the exact class was allowed, not its module

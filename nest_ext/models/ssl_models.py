@@ -82,6 +82,11 @@ class EncDecDenoiseMaskedTokenPredModel(_NeMoNEST):
                 self._cfg.encoder._target_ = cfg.encoder._target_
             self.cfg = self._cfg  # refresh Lightning's hparams copy
 
+    def on_validation_epoch_end(self):
+        # NeMo logs val_loss per rank unless asked to sync; under DDP each rank (and the checkpoint name)
+        # would otherwise see only its shard of the validation set.
+        return super().on_validation_epoch_end(sync_metrics=True)
+
     def _setup_dataloader_from_config(self, config: Optional[Dict]):
         audio_to_text_dataset.inject_dataloader_value_from_model_config(self.cfg, config, key="sample_rate")
 

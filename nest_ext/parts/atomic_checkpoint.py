@@ -39,7 +39,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Callback
 
-__all__ = ["AtomicTorchCheckpointIO", "UseAtomicCheckpointIO", "allow_in_nemo_configs", "atomic_torch_save", "TEMP_SUFFIX"]
+__all__ = ["AtomicTorchCheckpointIO", "UseAtomicCheckpointIO", "atomic_torch_save", "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".tmp"
 _cleaned_dirs = set()
@@ -135,14 +135,3 @@ class UseAtomicCheckpointIO(Callback):
         strategy = trainer.strategy
         if type(getattr(strategy, "_checkpoint_io", None) or strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = AtomicTorchCheckpointIO()
-
-
-def allow_in_nemo_configs() -> None:
-    """Let NeMo's ``safe_instantiate`` build :class:`UseAtomicCheckpointIO` from ``trainer.callbacks``
-    (NeMo 3.0 blocks targets outside its allow-list; only this exact class is added). Imports NeMo."""
-    from nemo.core.classes import common
-
-    target = f"{UseAtomicCheckpointIO.__module__}.{UseAtomicCheckpointIO.__qualname__}"
-    if target not in common.ALLOWED_TARGET_PREFIXES:
-        common.ALLOWED_TARGET_PREFIXES.append(target)
-    common.ALLOWED_EXACT_CLASS_TARGETS.add(target)

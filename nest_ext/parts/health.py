@@ -35,7 +35,7 @@ same step and no rank is left waiting in a collective.
 Configuration: under ``model.health`` (optional; read with ``cfg.model.get('health', {})`` so NeMo's
 configs need no new key), or as ``trainer.callbacks: [{_target_: nest_ext.parts.health.TrainingHealthMonitor,
 ...}]`` -- NeMo 3.0's ``resolve_trainer_cfg`` builds only allow-listed targets, so call
-:func:`allow_in_nemo_configs` before it. :func:`add_health_monitor` adds the ``model.health`` one unless the
+``nest_ext.parts.nemo_targets.allow_nest_ext_targets(TrainingHealthMonitor)`` before it (train.py does). :func:`add_health_monitor` adds the ``model.health`` one unless the
 callbacks already hold a monitor.
 
 Example::
@@ -75,7 +75,6 @@ __all__ = [
     "TrainingHealthError",
     "TrainingHealthMonitor",
     "add_health_monitor",
-    "allow_in_nemo_configs",
     "health_monitor_from_config",
 ]
 
@@ -359,15 +358,3 @@ def add_health_monitor(callbacks: Optional[Iterable[Callback]], model_cfg: Optio
     if monitor is not None:
         callbacks.append(monitor)
     return callbacks
-
-
-def allow_in_nemo_configs() -> None:
-    """Let NeMo's ``safe_instantiate`` (used by ``resolve_trainer_cfg`` for ``trainer.callbacks``) build
-    ``nest_ext.parts.health.TrainingHealthMonitor``; NeMo 3.0 blocks targets outside its allow-list. Only this
-    exact class is added. Imports NeMo."""
-    from nemo.core.classes import common
-
-    target = f"{TrainingHealthMonitor.__module__}.{TrainingHealthMonitor.__qualname__}"
-    if target not in common.ALLOWED_TARGET_PREFIXES:
-        common.ALLOWED_TARGET_PREFIXES.append(target)
-    common.ALLOWED_EXACT_CLASS_TARGETS.add(target)
