@@ -13,12 +13,12 @@ from nest_ext.parts.mossformer2_converter import (
     official_to_ours,
     official_to_ours_name,
 )
-from tests.conftest import shared_reference
+from conftest import shared_reference
 
 
 @pytest.fixture(scope="module")
 def fixture_ckpt():
-    return torch.load(shared_reference("mossformer2", "official_tiny_2spk.pt"), map_location="cpu", weights_only=False)
+    return torch.load(shared_reference("mossformer2", "official_tiny_2spk.pt"), map_location="cpu", weights_only=True)
 
 
 @pytest.fixture(scope="module")
