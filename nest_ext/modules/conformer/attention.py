@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nemo.utils import avoid_float16_autocast_context
+
 from nest_ext.modules.conformer.dropout import dropout
 
 __all__ = ["MultiHeadAttention", "RelPositionMultiHeadAttention", "padding_bias", "NEG_INF"]
@@ -93,10 +95,14 @@ class MultiHeadAttention(nn.Module):
         return self.linear_out(context)
 
     def forward(self, x, pos_emb=None, key_bias=None, query_pad=None):
-        q, k, v = self._qkv(x)
-        drop = self.dropout_rate if self.training else 0.0
-        context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, dropout_p=drop)
-        return self._output(context, query_pad)
+        # as NeMo: under mixed precision the attention runs in fp32 (bf16 instead of fp16 where possible)
+        if torch.is_autocast_enabled():
+            x = x.float()
+        with avoid_float16_autocast_context():
+            q, k, v = self._qkv(x)
+            drop = self.dropout_rate if self.training else 0.0
+            context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_bias, dropout_p=drop)
+            return self._output(context, query_pad)
 
 
 class RelPositionMultiHeadAttention(MultiHeadAttention):
@@ -119,6 +125,13 @@ class RelPositionMultiHeadAttention(MultiHeadAttention):
         self.pos_bias_v = pos_bias_v
 
     def forward(self, x, pos_emb=None, key_bias=None, query_pad=None):
+        # as NeMo: under mixed precision the attention runs in fp32 (bf16 instead of fp16 where possible)
+        if torch.is_autocast_enabled():
+            x = x.float()
+        with avoid_float16_autocast_context():
+            return self._attend(x, pos_emb, key_bias, query_pad)
+
+    def _attend(self, x, pos_emb, key_bias, query_pad):
         q, k, v = self._qkv(x)
         b, h, t, d_k = q.shape
         scale = 1.0 / math.sqrt(d_k)
