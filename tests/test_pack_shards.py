@@ -214,7 +214,10 @@ def test_sigkill_then_rerun_gives_the_clean_result(tmp_path):
         while not when() and p.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         finished = p.poll() is not None
-        os.killpg(p.pid, signal.SIGKILL)
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:  # it ended on its own (a starved machine): reported by the caller's assert
+            pass
         p.wait()
         return finished
 

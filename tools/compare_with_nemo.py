@@ -84,7 +84,7 @@ def main(argv=None):
             for k in ("encoded_max_abs_diff", "log_probs_max_abs_diff", "loss_abs_diff"):
                 print(f"  {k}: {n[k]:.3g} (atol {n['atol']})")
             print(f"  loss ours {n['loss_ours']:.6f} nemo {n['loss_nemo']:.6f}; lengths/masks/tokens equal: "
-                  f"{n['lengths_equal']}/{n['masks_equal']}/{n['tokens_equal']}")
+                  f"{n['lengths_equal']}/{n['masks_equal']}/{n['tokens_equal']}; masked frames {n['masked_frames']}")
         print("ALL EQUAL" if report["ok"] else "MISMATCH")
     return 0 if report["ok"] else 1
 
