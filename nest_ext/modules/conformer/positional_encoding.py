@@ -70,6 +70,7 @@ class PositionalEncoding(nn.Module):
         return x * self.xscale if self.xscale else x
 
     def forward(self, x, cache_len=0):
+        self.extend_pe(x.size(1) + cache_len, x.device, x.dtype)  # no-op once the encoder has sized it
         x = self._scale(x)
         pos_emb = self.pe[:, : x.size(1) + cache_len]
         if self.dropout_emb is not None:
@@ -92,8 +93,9 @@ class RelPositionalEncoding(PositionalEncoding):
         return 2 * length - 1
 
     def forward(self, x, cache_len=0):
-        x = self._scale(x)
         n = x.size(1) + cache_len
+        self.extend_pe(n, x.device, x.dtype)  # no-op once the encoder has sized it
+        x = self._scale(x)
         zero = self.pe.size(1) // 2  # row of distance 0
         pos_emb = self.pe[:, zero - n + 1 : zero + n]
         if self.dropout_emb is not None:
