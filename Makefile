@@ -30,7 +30,7 @@ install: $(STAMP)
 demo: install
 	$(PYTHON) tools/make_demo_data.py    # demo_data/: NEST corpus + two-speaker separation set
 	$(PYTHON) train.py                   # NEST pretraining demo (config/nest_demo.yaml)
-	$(PYTHON) tools/run_demo.py          # MossFormer2: train 60 steps, separate a mixture into demo_out/
+	$(PYTHON) tools/run_demo.py          # MossFormer2: train 160 steps, separate a mixture into demo_out/
 
 test: install
 	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS) tests

@@ -4,7 +4,7 @@
 Three steps, each command printed so it can be rerun by hand:
 
 1. ``python train.py --config-name mossformer2_demo model.train_ds.manifest_filepath=... ...`` trains the
-   tiny MossFormer2 (config/mossformer2_demo.yaml: 60 steps) on the synthetic two-speaker set that
+   tiny MossFormer2 (config/mossformer2_demo.yaml: 160 steps) on the synthetic two-speaker set that
    ``tools/make_demo_data.py`` writes to ``demo_data/separation/`` (made here if missing), and prints the
    ``.nemo``. A second run resumes, finds max_steps reached and only re-saves the ``.nemo``.
 2. ``python tools/separate.py --model X.nemo --output-dir demo_out/ MIX.wav`` separates the first
