@@ -337,3 +337,21 @@ def test_byte_mask_dropout_statistics_and_gradient():
     y.backward(g)
     assert torch.allclose(x.grad, g * kept / 0.9)
     assert dropout(x, 0.1, training=False) is x
+
+
+def test_stochastic_depth_matches_nemo_with_same_seed():
+    cfg = {**BASE, "n_layers": 4, "stochastic_depth_drop_prob": 0.5}
+    nemo, ours = _perturbed_pair(cfg, seed=11)
+    nemo.train(), ours.train()
+    x, lengths = _batch(cfg, seed=11)
+    outs = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        ref, ref_len = nemo(audio_signal=x, length=lengths)
+        torch.manual_seed(seed)
+        out, _ = ours(audio_signal=x, length=lengths)
+        assert ((out - ref).abs() * _valid(ref, ref_len)).max() < 1e-4
+        outs.append(out)
+    ours.layer_drop_probs = [0.0] * 4  # the same encoder without stochastic depth
+    plain, _ = ours(audio_signal=x, length=lengths)
+    assert any((o - plain).abs().max() > 1e-3 for o in outs)  # some layer was really dropped
