@@ -3,7 +3,7 @@
 #   make test   - the same install, then the whole test suite
 # Use an active virtualenv if there is one, otherwise create .venv here.
 ifdef VIRTUAL_ENV
-PYTHON ?= python
+PYTHON ?= $(VIRTUAL_ENV)/bin/python
 else
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
@@ -12,7 +12,7 @@ TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 STAMP := $(dir $(PYTHON)).nest_ext-installed
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast clean
 
 $(PYTHON):
 	python3 -m venv $(VENV)
@@ -39,4 +39,4 @@ test-fast: install
 	$(PYTHON) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf .venv nemo_experiments demo_data .pytest_cache
+	rm -rf .venv nemo_experiments demo_data demo_out .pytest_cache
