@@ -17,7 +17,6 @@ The result is a `nest_ext.models.MossFormer2SeparationModel`; separate with tool
 import argparse
 import os
 import sys
-import tempfile
 
 FLAGS = (
     "num_spks",
@@ -70,25 +69,11 @@ def _check_against_model(model, state_dict):
     return missing, unexpected, mismatched
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def _save_atomically(model, out: str):
-    out = os.path.abspath(out)
-    folder = os.path.dirname(out)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(out)}.", suffix=".tmp.nemo", dir=folder)
-    os.close(fd)
-    try:
+    from nest_ext.parts.atomic_io import atomic_path
+
+    with atomic_path(out, suffix=".tmp.nemo") as tmp:
         model.save_to(tmp)
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def main(argv=None) -> int:

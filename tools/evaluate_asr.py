@@ -9,15 +9,10 @@ to OUT_DIR/summary.json. UTTID is the entry's `utt_id` / `id` if present, else t
 """
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
-
-def _atomic_write(path: Path, text: str):
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from nest_ext.parts.atomic_io import atomic_write
 
 
 def read_manifest(manifest):
@@ -55,10 +50,10 @@ def evaluate_set(model, manifest, out_dir, batch_size=8):
     cer = word_error_rate(hyps, refs, use_cer=True)
     set_dir = Path(out_dir) / Path(manifest).stem
     set_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(set_dir / "text", "".join(f"{i} {h}\n" for i, h in zip(ids, hyps)))
-    _atomic_write(set_dir / "ref", "".join(f"{i} {r}\n" for i, r in zip(ids, refs)))
+    atomic_write(set_dir / "text", "".join(f"{i} {h}\n" for i, h in zip(ids, hyps)))
+    atomic_write(set_dir / "ref", "".join(f"{i} {r}\n" for i, r in zip(ids, refs)))
     words = sum(len(r.split()) for r in refs)
-    _atomic_write(set_dir / "wer", f"%WER {100 * wer:.2f} [ {words} words, {len(refs)} utterances ]\n"
+    atomic_write(set_dir / "wer", f"%WER {100 * wer:.2f} [ {words} words, {len(refs)} utterances ]\n"
                                    f"%CER {100 * cer:.2f}\n")
     return {"set": Path(manifest).stem, "manifest": str(manifest), "wer": wer, "cer": cer,
             "utterances": len(refs), "words": words}
@@ -80,7 +75,7 @@ def main(argv=None):
     model = ASRModel.restore_from(args.model, map_location="cpu")
     model.eval()
     results = [evaluate_set(model, m, args.out_dir, args.batch_size) for m in args.manifest]
-    _atomic_write(Path(args.out_dir) / "summary.json", json.dumps(results, indent=1) + "\n")
+    atomic_write(Path(args.out_dir) / "summary.json", json.dumps(results, indent=1) + "\n")
     for r in results:
         print(f"{r['set']}: WER {100 * r['wer']:.2f}%  CER {100 * r['cer']:.2f}%  ({r['utterances']} utts)")
     return 0

@@ -32,7 +32,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
@@ -46,24 +45,12 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from nest_ext.data.separation_dataset import load_separation_manifest
+from nest_ext.parts.atomic_io import atomic_write
 from nest_ext.parts.separation_metrics import SEPARATION_METRIC_NAMES, available_extra_metrics, separation_metrics
 
 logger = logging.getLogger("evaluate_separation")
 
 SeparateFn = Callable[[torch.Tensor], Union[torch.Tensor, np.ndarray]]
-
-
-def _atomic_write(path: str, data: Union[str, bytes]) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _read(path: str, sample_rate: Optional[int]) -> tuple:
@@ -187,7 +174,7 @@ def evaluate(
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()})
-    _atomic_write(os.path.join(out_dir, "metrics.csv"), buf.getvalue())
+    atomic_write(os.path.join(out_dir, "metrics.csv"), buf.getvalue())
 
     total_audio = sum(r["duration"] for r in rows)
     summary = {
@@ -199,7 +186,7 @@ def evaluate(
         "skipped": skipped,
         "extra_metrics_unavailable": [k for k in ("pesq", "stoi") if k not in available_extra_metrics()],
     }
-    _atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
+    atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
     if report:
         summary["report"] = write_html_report(out_dir, rows, summary, best, worst)
     return summary
@@ -306,7 +293,7 @@ def write_html_report(out_dir: str, rows: List[dict], summary: dict, best=None, 
         parts.append("</ul>")
     parts.append("<p>Per-utterance numbers: <a href='metrics.csv'>metrics.csv</a>, summary: <a href='summary.json'>summary.json</a>.</p></body></html>\n")
     path = os.path.join(out_dir, "report.html")
-    _atomic_write(path, "\n".join(parts))
+    atomic_write(path, "\n".join(parts))
     return path
 
 

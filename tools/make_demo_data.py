@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -47,6 +46,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from nest_ext.parts.atomic_io import atomic_path, atomic_write  # noqa: E402
 from nest_ext.parts.synth import noise_like, speech_like  # noqa: E402
 
 MANIFESTS = ("train_manifest.json", "val_manifest.json", "noise_manifest.json")
@@ -57,17 +57,12 @@ SPEAKERS = {"low": 1.7, "high": 0.55}
 
 
 def _atomic_wav(path: Path, audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16"):
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), audio, sample_rate, format="WAV", subtype=subtype)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(tmp, audio, sample_rate, format="WAV", subtype=subtype)
 
 
 def _atomic_manifest(path: Path, entries):
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for e in entries:
-            f.write(json.dumps(e) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(e) + "\n" for e in entries))
 
 
 def is_complete(out: Path) -> bool:

@@ -43,7 +43,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -55,6 +54,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from nest_ext.data.dynamic_mixing import speaker_ids_from_filename
+from nest_ext.parts.atomic_io import atomic_write  # noqa: E402
 
 WSJ_SPLITS = ("tr", "cv", "tt")
 LIBRI_SPLITS = ("train-360", "train-100", "dev", "test")
@@ -101,22 +101,6 @@ class PrepareReport:
             if len(s.problems) > max_lines:
                 lines.append(f"    ... {len(s.problems) - max_lines} more in prepare_report.json")
         return "\n".join(lines)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _audio_files(directory: str) -> List[str]:
@@ -342,9 +326,9 @@ def prepare_separation_manifests(
                 e["input_filepath"] = os.path.relpath(e["input_filepath"], output_dir)
                 e["target_filepath"] = [os.path.relpath(t, output_dir) for t in e["target_filepath"]]
             lines.append(json.dumps(e))
-        _atomic_write_text(path, "".join(l + "\n" for l in lines))
+        atomic_write(path, "".join(l + "\n" for l in lines))
         report.splits[split].manifest = path
-    _atomic_write_text(os.path.join(output_dir, "prepare_report.json"), json.dumps(asdict(report), indent=1) + "\n")
+    atomic_write(os.path.join(output_dir, "prepare_report.json"), json.dumps(asdict(report), indent=1) + "\n")
     return report
 
 

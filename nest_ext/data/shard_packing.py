@@ -88,6 +88,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import soundfile as sf
 
+from nest_ext.parts.atomic_io import fsync_dir
+
 logger = logging.getLogger("nest_ext.pack_shards")
 
 FORMATS = ("nemo", "lhotse-shar")
@@ -483,25 +485,11 @@ def _owner_gone(tmp: str, max_age_s: float = 3600.0) -> bool:
         return False
 
 
-def _fsync_dir(path: str) -> None:
-    """Make a rename durable across power loss too (SIGKILL alone would not need it)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_replace(tmp: str, final: str) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, final)
-    _fsync_dir(os.path.dirname(final))
+    fsync_dir(os.path.dirname(final))
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
@@ -511,7 +499,7 @@ def _atomic_write_bytes(path: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
 def _remove_temps(path: str, only_orphans: bool = False) -> None:

@@ -20,7 +20,6 @@ Example (tiny network, random weights):
     ((2, 2, 1600), [1600, 1200])
 """
 import os
-import tempfile
 from typing import Dict, List, Optional, Union
 
 import numpy as np
@@ -34,6 +33,7 @@ from nemo.core.classes.common import PretrainedModelInfo
 from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 from nemo.utils import logging
 
+from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
 
@@ -352,16 +352,5 @@ class MossFormer2SeparationModel(AudioToAudioModel):
 
 def _write_float_wav(path: str, signal: np.ndarray, sample_rate: int):
     """32-bit float WAV, written to a temporary name first so a reader never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".wav", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".wav") as tmp:
         sf.write(tmp, np.asarray(signal, dtype=np.float32), sample_rate, subtype="FLOAT")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -39,17 +39,13 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Callback
 
+from nest_ext.parts.atomic_io import default_mode, fsync_dir
+
 __all__ = ["AtomicTorchCheckpointIO", "UseAtomicCheckpointIO", "atomic_torch_save", "TEMP_SUFFIX"]
 
 TEMP_SUFFIX = ".tmp"
 _cleaned_dirs = set()
 _cleaned_lock = threading.Lock()
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _temp_pattern(directory: str) -> str:
@@ -71,19 +67,6 @@ def _remove_stale_temps(directory: str) -> None:
                 pass
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save(obj, path)`` that either completes or leaves ``path`` as it was.
 
@@ -101,7 +84,7 @@ def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
+        os.chmod(tmp, default_mode())  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -109,7 +92,7 @@ def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
 
 
 class AtomicTorchCheckpointIO(TorchCheckpointIO):

@@ -23,7 +23,6 @@ Example::
     ((2, 32, 10), [10, 6])
 """
 import math
-import random
 from collections import OrderedDict
 
 import torch
