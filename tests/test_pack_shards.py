@@ -202,32 +202,40 @@ def test_skip_existing_keeps_complete_shards_and_redoes_the_rest(tmp_path):
 @pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_clean_result(tmp_path):
     # Pipe entries that sleep make the run slow enough to be killed part-way, with no test hook.
-    scp, text, _ = _make_kaldi_dir(tmp_path / "data", n=8, pipe_cmd="sleep 0.15; cat {path}")
+    scp, text, _ = _make_kaldi_dir(tmp_path / "data", n=8, pipe_cmd="sleep 0.5; cat {path}")
     out = tmp_path / "out"
-    # Two decoding workers: the kill (of the whole process group) also takes the pool's processes down.
-    cmd = [sys.executable, TOOL, "--wav-scp", scp, "--text", text, "--shard-size", "2", "--allow-pipes",
-           "--num-workers", "2", "--skip-existing", "--no-progress", "--out-dir", str(out)]
 
-    def run_and_kill(when):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def cmd_with(workers):
+        return [sys.executable, TOOL, "--wav-scp", scp, "--text", text, "--shard-size", "2", "--allow-pipes",
+                "--num-workers", str(workers), "--skip-existing", "--no-progress", "--out-dir", str(out)]
+
+    cmd = cmd_with(2)
+
+    def run_and_kill(command, when):
+        p = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.time() + 60
         while not when() and p.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         finished = p.poll() is not None
         try:
             os.killpg(p.pid, signal.SIGKILL)
-        except ProcessLookupError:  # it ended on its own (a starved machine): reported by the caller's assert
+        except ProcessLookupError:  # it ended on its own: reported by the caller's assert
             pass
         p.wait()
         return finished
 
-    # First kill: the moment shard 0's tar is published, before its manifest part and marker are.
-    assert not run_and_kill(lambda: (out / "audio_0.tar").exists()), "finished before the kill"
+    # First kill: 2 decoding workers, mid-decoding (the pool decodes ahead of the writer); killing the process
+    # group also takes the pool's processes down. Whatever temporaries exist must not count as shards.
+    t0 = time.time()
+    assert not run_and_kill(cmd, lambda: time.time() - t0 > 1.2), "finished before the kill"
     assert not (out / "tarred_audio_manifest.json").exists()
-    # Second kill: part-way through the shard after shard 1 (which may be mid-tar-write).
+    # Second kill: 1 worker decodes and writes in turn (0.5 s per pipe entry), so 0.1 s after shard 1's marker
+    # the run is always part-way through shard 2.
     marker1 = out / ".pack_state" / "shard_000001.json"
     t = []
-    assert not run_and_kill(lambda: marker1.exists() and (t or t.append(time.time())) and time.time() - t[0] > 0.1)
+    assert not run_and_kill(cmd_with(1), lambda: marker1.exists() and (t or t.append(time.time()))
+                            and time.time() - t[0] > 0.1), "finished before the kill"
+    assert not (out / "tarred_audio_manifest.json").exists()
     kept = {i: os.stat(out / f"audio_{i}.tar").st_mtime_ns for i in (0, 1)}
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
