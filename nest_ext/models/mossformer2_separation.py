@@ -34,6 +34,7 @@ from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 from nemo.utils import logging
 
 from nest_ext.parts.atomic_io import atomic_path
+from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
 
@@ -251,9 +252,7 @@ class MossFormer2SeparationModel(AudioToAudioModel):
             collate_fn=dataset.collate_fn,
             drop_last=config.get("drop_last", False),
             shuffle=config["shuffle"],
-            num_workers=config.get("num_workers", 0),
-            pin_memory=config.get("pin_memory", False),
-            persistent_workers=config.get("num_workers", 0) > 0 and config.get("persistent_workers", False),
+            **dataloader_kwargs(config),
         )
 
     def on_train_epoch_start(self):

@@ -41,26 +41,14 @@ from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_confi
 
 from nest_ext.data.ssl_dataset import LhotseAudioNoiseDataset, get_audio_noise_dataset_from_config, get_collate_fn
 from nest_ext.parts.audio_checks import get_on_bad_audio
+from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.encoder_choice import apply_encoder_choice
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
-__all__ = ["EncDecDenoiseMaskedTokenPredModel", "dataloader_kwargs"]
+__all__ = ["EncDecDenoiseMaskedTokenPredModel"]
 
 
 allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
-
-
-def dataloader_kwargs(config) -> Dict:
-    """DataLoader worker options from a dataset config: NeMo's ``num_workers``/``pin_memory`` plus
-    ``persistent_workers`` and ``prefetch_factor`` when set (they only exist with worker processes)."""
-    num_workers = int(config.get("num_workers", 0) or 0)
-    kwargs = dict(num_workers=num_workers, pin_memory=bool(config.get("pin_memory", False)))
-    if num_workers > 0:
-        if config.get("persistent_workers", None) is not None:
-            kwargs["persistent_workers"] = bool(config["persistent_workers"])
-        if config.get("prefetch_factor", None) is not None:
-            kwargs["prefetch_factor"] = int(config["prefetch_factor"])
-    return kwargs
 
 
 class EncDecDenoiseMaskedTokenPredModel(_NeMoNEST):
