@@ -28,18 +28,12 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from torch.overrides import TorchFunctionMode
 
+from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_NEMO_CONFIG_DIR = REPO_ROOT.parent / "shared" / "reference" / "nemo"
 BASE_CONFIG = "nest_fast-conformer.yaml"
 
-# NeMo's NEST size table (header of nest_fast-conformer.yaml); "large" is the file's own default.
-SIZES: Dict[str, Dict] = {
-    "small": dict(d_model=176, n_heads=4, n_layers=16, conv_kernel_size=9, weight_decay=0.0, xscaling=True, use_bias=True),
-    "medium": dict(d_model=256, n_heads=4, n_layers=16, conv_kernel_size=9, weight_decay=1e-3, xscaling=True, use_bias=True),
-    "large": dict(d_model=512, n_heads=8, n_layers=17, conv_kernel_size=9, weight_decay=1e-3, xscaling=True, use_bias=True),
-    "xlarge": dict(d_model=1024, n_heads=8, n_layers=24, conv_kernel_size=9, weight_decay=1e-3, xscaling=False, use_bias=False),
-    "xxlarge": dict(d_model=1024, n_heads=8, n_layers=42, conv_kernel_size=5, weight_decay=1e-3, xscaling=False, use_bias=False),
-}
 
 
 # ----------------------------------------------------------------------------------------------- configs
@@ -155,11 +149,9 @@ def _model_config(cfg: DictConfig) -> DictConfig:
 def nemo_size_config(size: str, nemo_config_dir=DEFAULT_NEMO_CONFIG_DIR) -> DictConfig:
     """NeMo's original NEST config with the size table's values applied."""
     cfg = OmegaConf.load(Path(nemo_config_dir) / BASE_CONFIG)
-    s = SIZES[size]
     with open_dict(cfg):
-        for key in ("d_model", "n_heads", "n_layers", "conv_kernel_size", "xscaling", "use_bias"):
-            cfg.model.encoder[key] = s[key]
-        cfg.model.optim.weight_decay = s["weight_decay"]
+        cfg.model.encoder.update(encoder_overrides(size))
+        cfg.model.optim.weight_decay = NEST_SIZES[size]["weight_decay"]
     return cfg
 
 
@@ -204,7 +196,7 @@ def count_parameters(model) -> Dict[str, int]:
 
 
 def compare_param_counts(
-    sizes: Iterable[str] = tuple(SIZES),
+    sizes: Iterable[str] = tuple(NEST_SIZES),
     extra_configs: Iterable[str] = (),
     our_config_dir=REPO_ROOT / "config",
     nemo_config_dir=DEFAULT_NEMO_CONFIG_DIR,
