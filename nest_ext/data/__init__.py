@@ -12,7 +12,7 @@ Example::
     >>> tuple(sample_noise([], 16000, 800)[0].shape)
     (800,)
 """
-import importlib
+from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "AudioNoiseBatch": "nest_ext.data.ssl_dataset",
@@ -28,15 +28,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
