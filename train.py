@@ -46,24 +46,17 @@ def demo_argv(demo_dir: Path = ROOT / "demo_data"):
     ]
 
 
-def build_callbacks(cfg: DictConfig) -> list:
-    """Extra Lightning callbacks for this run, added to those of ``trainer.callbacks`` in the config.
+def build_callbacks(cfg: DictConfig, configured=()) -> list:
+    """The run's Lightning callbacks: ``configured`` (those instantiated from ``trainer.callbacks``) plus ours.
 
-    The place to attach run-wide callbacks (e.g. training-health monitoring) without touching configs:
-    ``UseAtomicCheckpointIO`` (checkpoints go to a temporary file beside the target, then ``os.replace``) and
-    ``TrainingHealthMonitor`` from ``model.health`` (on by default; not added twice when ``trainer.callbacks``
-    already lists one).
+    The place to attach run-wide callbacks without touching configs: ``UseAtomicCheckpointIO`` (checkpoints go to
+    a temporary file beside the target, then ``os.replace``) and ``TrainingHealthMonitor`` from ``model.health``
+    (on by default; not added when ``configured`` already has one).
     """
     from nest_ext.parts.atomic_checkpoint import UseAtomicCheckpointIO
-    from nest_ext.parts.health import health_monitor_from_config
+    from nest_ext.parts.health import add_health_monitor
 
-    callbacks = [UseAtomicCheckpointIO()]
-    configured = [str(cb.get("_target_", "")) for cb in (cfg.trainer.get("callbacks", None) or []) if hasattr(cb, "get")]
-    if not any(target.endswith(".TrainingHealthMonitor") for target in configured):
-        monitor = health_monitor_from_config(cfg.model.get("health", {}))
-        if monitor is not None:
-            callbacks.append(monitor)
-    return callbacks
+    return add_health_monitor(list(configured) + [UseAtomicCheckpointIO()], cfg.model)
 
 
 def model_class(cfg: DictConfig):
@@ -104,7 +97,7 @@ def trainer_kwargs(cfg: DictConfig) -> dict:
     if on_cpu and kwargs.get("sync_batchnorm"):
         logging.info("trainer.sync_batchnorm=true on CPU: turned off (SyncBatchNorm needs GPUs)")
         kwargs["sync_batchnorm"] = False
-    kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + build_callbacks(cfg)
+    kwargs["callbacks"] = build_callbacks(cfg, kwargs.get("callbacks") or [])
     return kwargs
 
 

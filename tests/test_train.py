@@ -81,7 +81,7 @@ def test_model_class_comes_from_model_target(train_py):
 def test_trainer_kwargs_on_cpu(train_py, monkeypatch):
     cfg = _compose(overrides=["trainer.accelerator=cpu"])
     assert cfg.trainer.devices == -1 and cfg.trainer.sync_batchnorm  # NeMo's GPU defaults
-    monkeypatch.setattr(train_py, "build_callbacks", lambda cfg: ["marker"])
+    monkeypatch.setattr(train_py, "build_callbacks", lambda cfg, configured=(): ["marker"])
     kwargs = train_py.trainer_kwargs(cfg)
     assert kwargs["devices"] == 1 and kwargs["sync_batchnorm"] is False and kwargs["callbacks"] == ["marker"]
 
