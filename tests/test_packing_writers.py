@@ -91,3 +91,18 @@ def test_single_audio_format_rejects_a_multi_payload_item_and_leaves_nothing(tmp
         w.add(ShardItem("ex1", {"mixture": a, "s1": a, "s2": a}))
     w.abort()
     assert list(Path(tmp_path).rglob("*")) == [tmp_path / "sharded_manifests"]
+
+
+def test_reencoded_float_wav_has_no_write_time(tmp_path):
+    """libsndfile puts the time of writing into a float WAV's PEAK chunk: re-encoded float audio must not
+    carry it, or shards written at different times (a split job, a rerun) differ."""
+    src = tmp_path / "f.wav"
+    sf.write(str(src), np.linspace(-0.5, 0.5, 3200, dtype=np.float32), 16000, subtype="FLOAT")
+    (tmp_path / "wav.scp").write_text(f"u1 {src}\n")
+    pack_shards(out_dir=str(tmp_path / "out"), wav_scp=str(tmp_path / "wav.scp"), sample_rate=8000, progress=False)
+    (name, data), = _read_tar(tmp_path / "out" / "audio_0.tar")
+    peak = data.index(b"PEAK")
+    assert sf.info(io.BytesIO(data)).subtype == "FLOAT" and data[peak + 8 : peak + 12] == b"\x01\0\0\0"  # version 1
+    assert data[peak + 12 : peak + 16] == bytes(4)
+    audio, sr = sf.read(io.BytesIO(data), dtype="float32")
+    assert sr == 8000 and len(audio) == 1600

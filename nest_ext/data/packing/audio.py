@@ -108,7 +108,21 @@ def load_utterance(utt: Utterance, sample_rate: Optional[int] = None, pipe_timeo
         audio = np.clip(audio, -1.0, 1.0)
     buf = io.BytesIO()
     sf.write(buf, audio, sr, format="WAV", subtype=out_subtype)
-    return EncodedAudio(buf.getvalue(), "wav", audio.shape[0], sr, channels)
+    return EncodedAudio(_zero_write_time(buf.getvalue()), "wav", audio.shape[0], sr, channels)
+
+
+def _zero_write_time(wav: bytes) -> bytes:
+    """libsndfile stamps the time of writing into a float WAV's ``PEAK`` chunk; set it to 0, so the same audio
+    gives the same bytes in every run (shards of a split job are written at different times)."""
+    pos = 12  # after "RIFF", size, "WAVE"
+    while pos + 8 <= len(wav):
+        chunk, size = wav[pos : pos + 4], int.from_bytes(wav[pos + 4 : pos + 8], "little")
+        if chunk == b"PEAK" and size >= 8:  # version (4 bytes), timestamp (4 bytes), peaks
+            return wav[: pos + 12] + bytes(4) + wav[pos + 16 :]
+        if chunk == b"data":
+            break
+        pos += 8 + size + (size & 1)
+    return wav
 
 
 def load_item(args: Tuple[Utterance, Optional[int], Optional[float]]) -> Union[ShardItem, BadItem]:
