@@ -73,10 +73,12 @@ def _progress(total: int, enabled: bool):
                 disable=not (enabled and sys.stderr.isatty()), desc="packing")
 
 
-def _report_bad(b: BadItem, strict: bool) -> None:
+def _log_bad(b: BadItem) -> None:
     logger.warning("left out %s (%s) at %s: %s", b.utt_id, b.path, b.origin, b.reason)
-    if strict:
-        raise PackingError(f"--strict: {b.origin}: utterance {b.utt_id!r} ({b.path}): {b.reason}")
+
+
+def _strict_error(b: BadItem) -> PackingError:
+    return PackingError(f"--strict: {b.origin}: utterance {b.utt_id!r} ({b.path}): {b.reason}")
 
 
 def pack_shards(
@@ -127,10 +129,9 @@ def pack_shards(
         for u in utts:
             u.text = normalize_text(u.text)
     for b in bad:
-        logger.warning("left out %s (%s) at %s: %s", b.utt_id, b.path, b.origin, b.reason)
+        _log_bad(b)
     if bad and strict:
-        b = bad[0]
-        raise PackingError(f"--strict: {b.origin}: utterance {b.utt_id!r} ({b.path}): {b.reason}")
+        raise _strict_error(bad[0])
     if not utts:
         raise PackingError(f"no usable entry in {wav_scp or manifest}")
     assign_member_names(utts)
@@ -225,7 +226,9 @@ def _write_shard(out_dir: str, writer_cls: Type[ShardWriter], writer_kwargs: Dic
             if isinstance(res, BadItem):
                 if on_item is not None:
                     on_item(0)
-                _report_bad(res, strict)
+                _log_bad(res)
+                if strict:
+                    raise _strict_error(res)
                 shard_bad.append(res)
                 continue
             writer.add(res)
