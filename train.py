@@ -136,10 +136,12 @@ def main(cfg: DictConfig):
     if trainer.is_global_zero:
         path = find_nemo(log_dir, started)
         if path is None:  # no checkpoint callback wrote one: save the final model
+            from nest_ext.parts.atomic_io import atomic_path, remove_temps
+
             path = Path(log_dir or ".") / f"{cfg.name}.nemo"
-            tmp = path.with_name(f".{path.stem}.tmp.nemo")  # NeMo wants the .nemo suffix
-            model.save_to(str(tmp))
-            tmp.replace(path)
+            remove_temps(path, only_orphans=True)  # what a save killed in an earlier run left
+            with atomic_path(path, suffix=".nemo") as tmp:  # NeMo wants the .nemo suffix
+                model.save_to(tmp)
         print(f"\nTrained model (.nemo): {Path(path).resolve()}", flush=True)
 
 

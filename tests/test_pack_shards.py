@@ -1,4 +1,4 @@
-"""tools/pack_shards.py and nest_ext.data.shard_packing: layout, bad input, pipes, determinism, crash safety."""
+"""tools/pack_shards.py and nest_ext.data.packing: layout, bad input, pipes, determinism, crash safety."""
 import io
 import json
 import os
@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from conftest import ROOT, speech_like
-from nest_ext.data.shard_packing import PackingError, normalize_text, pack_shards
+from nest_ext.data.packing import PackingError, normalize_text, pack_shards
 
 TOOL = str(ROOT / "tools" / "pack_shards.py")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Pack a Kaldi data dir or a NeMo manifest into tar shards (NeMo tarred layout or lhotse Shar).
 
-A thin command line over :func:`nest_ext.data.shard_packing.pack_shards`; options mirror its
+A thin command line over :func:`nest_ext.data.packing.pack_shards`; options mirror its
 arguments. Examples::
 
     # Kaldi data dir -> NeMo tarred shards of 100,000 utterances, 8 decoding processes
@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nest_ext.data.shard_packing import FORMATS, PackingError, pack_shards  # noqa: E402
+from nest_ext.data.packing import FORMATS, PackingError, pack_shards  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,196 @@
+"""What packing reads: a Kaldi data dir (``wav.scp`` + optional ``text``) or a NeMo JSON-lines manifest,
+parsed into :class:`Utterance` entries in input order, and :class:`BadItem` for every entry left out.
+
+Kaldi ``text`` lines are ``UTTID transcript``; an utterance without a line is left out (reported). A
+``wav.scp`` value ending in ``|`` is a shell command (a Kaldi pipe), run only when allowed. A manifest's
+``offset``/``duration`` select a segment; its other keys travel to the output manifest.
+
+Example::
+
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "wav.scp"), "w") as f:
+    ...     _ = f.write("u1 /data/a.wav\\nu1 /data/b.wav\\nlonely\\n")
+    >>> utts, bad = read_wav_scp(os.path.join(d, "wav.scp"))
+    >>> [u.utt_id for u in utts], [b.reason for b in bad]
+    (['u1'], ['duplicate: utterance id repeated', 'malformed: no audio path'])
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Dict, Iterator, List, Optional, Tuple
+
+logger = logging.getLogger("nest_ext.pack_shards")
+
+
+class PackingError(RuntimeError):
+    """Bad input or a failed run, with a message naming the file / line / utterance."""
+
+
+@dataclasses.dataclass
+class Utterance:
+    """One planned utterance; ``member`` is its unique name (without extension) inside the shards.
+
+    Its fields, all of them, go into the plan hash that tells whether a finished shard is this job's
+    (``state.plan_hash``): a new field would make earlier outputs look foreign to ``--skip-existing``.
+    """
+
+    utt_id: str
+    source: str  # file path, or the shell command of a Kaldi pipe entry (without the trailing '|')
+    origin: str  # "wav.scp:12" -- where it came from, for messages
+    is_pipe: bool = False
+    text: str = ""
+    offset: float = 0.0
+    duration: Optional[float] = None
+    extra: Dict = dataclasses.field(default_factory=dict)
+    member: str = ""
+
+
+@dataclasses.dataclass
+class BadItem:
+    """An input entry left out, with the reason (``"missing: ..."``, ``"unreadable: ..."``, ...)."""
+
+    utt_id: str
+    path: str
+    origin: str
+    reason: str
+
+
+def normalize_text(text: str) -> str:
+    """Collapse whitespace runs to one space, strip, lower-case (NeMo's usual English transcripts).
+
+    >>> normalize_text("  HELLO\\tWorld \\n")
+    'hello world'
+    """
+    return " ".join(text.split()).lower()
+
+
+def _lines(path: str) -> Iterator[Tuple[int, Optional[str]]]:
+    """(line number, text) of a UTF-8 file; text is None for a line that is not valid UTF-8, so one bad
+    line is reported by number instead of failing the whole file."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError:
+                yield lineno, None
+
+
+def read_wav_scp(path: str, allow_pipes: bool = False) -> Tuple[List[Utterance], List[BadItem]]:
+    """Parse a Kaldi ``wav.scp``: ``UTTID path`` or ``UTTID cmd ... |`` (pipe) per line.
+
+    Pipe entries raise :class:`PackingError` unless ``allow_pipes``: a data file does not run commands
+    by default. Malformed lines and repeated ids are returned as :class:`BadItem`.
+    """
+    utts, bad, seen = [], [], set()
+    pipes = []
+    for lineno, line in _lines(path):
+        origin = f"{path}:{lineno}"
+        if line is None:
+            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
+            continue
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(maxsplit=1)
+        if len(parts) < 2:
+            bad.append(BadItem(parts[0], "", origin, "malformed: no audio path"))
+            continue
+        utt_id, value = parts[0], parts[1].strip()
+        if utt_id in seen:
+            bad.append(BadItem(utt_id, value, origin, "duplicate: utterance id repeated"))
+            continue
+        seen.add(utt_id)
+        is_pipe = value.endswith("|")
+        if is_pipe:
+            value = value[:-1].strip()
+            pipes.append((origin, utt_id, value))
+        utts.append(Utterance(utt_id=utt_id, source=value, origin=origin, is_pipe=is_pipe))
+    if pipes and not allow_pipes:
+        origin, utt_id, cmd = pipes[0]
+        raise PackingError(
+            f"{path}: {len(pipes)} entries are Kaldi pipe commands (first: {origin} utterance {utt_id!r}: "
+            f"{cmd!r} |). Commands in a data file are not run unless --allow-pipes is given."
+        )
+    return utts, bad
+
+
+def read_kaldi_text(path: str) -> Dict[str, str]:
+    """Parse a Kaldi ``text`` file (``UTTID transcript``); an id with no words maps to ''."""
+    texts = {}
+    for lineno, line in _lines(path):
+        if line is None:
+            logger.warning("%s:%d: transcript line is not UTF-8; its utterance will have no transcript", path, lineno)
+            continue
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        parts = line.split(maxsplit=1)
+        texts[parts[0]] = parts[1] if len(parts) > 1 else ""
+    return texts
+
+
+def read_nemo_manifest(path: str) -> Tuple[List[Utterance], List[BadItem]]:
+    """Parse a NeMo JSON-lines manifest. Relative ``audio_filepath`` values that do not exist from the
+    working directory are taken relative to the manifest's folder (as NeMo does). ``offset`` and
+    ``duration`` select a segment, which is cut out. Other keys are carried to the output manifest."""
+    utts, bad = [], []
+    base = os.path.dirname(os.path.abspath(path))
+    for lineno, line in _lines(path):
+        origin = f"{path}:{lineno}"
+        if line is None:
+            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
+            continue
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
+            if not isinstance(audio, str) or not audio:
+                raise TypeError(f"audio_filepath is {audio!r}")
+            offset = float(item.pop("offset", 0.0) or 0.0)
+            duration = item.pop("duration", None)
+            duration = None if duration is None else float(duration)
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with audio_filepath and "
+                                               f"numeric offset/duration ({e})"))
+            continue
+        if not os.path.isabs(audio) and not os.path.exists(audio):
+            candidate = os.path.join(base, audio)
+            if os.path.exists(candidate):
+                audio = candidate
+        text = item.pop("text", "")
+        utt_id = os.path.splitext(os.path.basename(audio))[0]
+        utts.append(
+            Utterance(
+                utt_id=utt_id, source=audio, origin=origin, text=text if isinstance(text, str) else str(text),
+                offset=offset, duration=duration, extra=item,
+            )
+        )
+    return utts, bad
+
+
+def read_inputs(wav_scp: Optional[str] = None, text: Optional[str] = None, manifest: Optional[str] = None,
+                allow_pipes: bool = False) -> Tuple[List[Utterance], List[BadItem]]:
+    """The utterances of ``wav_scp`` (with their transcripts from Kaldi ``text``) or of a NeMo ``manifest``,
+    and the entries left out. With ``text``, an utterance without a transcript is left out."""
+    if manifest is not None:
+        return read_nemo_manifest(manifest)
+    utts, bad = read_wav_scp(wav_scp, allow_pipes=allow_pipes)
+    if text is None:
+        return utts, bad
+    texts = read_kaldi_text(text)
+    kept = []
+    for u in utts:
+        if u.utt_id in texts:
+            u.text = texts[u.utt_id]
+            kept.append(u)
+        else:
+            bad.append(BadItem(u.utt_id, u.source, u.origin, f"no transcript: id not in {text}"))
+    n_orphans = len(set(texts) - {u.utt_id for u in utts})
+    if n_orphans:
+        logger.warning("%s: %d transcripts have no audio entry in %s", text, n_orphans, wav_scp)
+    return kept, bad

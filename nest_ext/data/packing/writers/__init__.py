@@ -1,0 +1,12 @@
+"""Output formats of packing: :class:`ShardWriter` (the interface), ``FORMATS`` (name -> writer class,
+filled by :func:`register_writer`) and the built-in formats ``nemo`` and ``lhotse-shar``.
+
+    >>> list(FORMATS)
+    ['nemo', 'lhotse-shar']
+"""
+from nest_ext.data.packing.writers.base import FORMATS, ShardWriter, add_tar_member, get_writer, register_writer
+from nest_ext.data.packing.writers.nemo import NemoShardWriter  # noqa: F401  (registers "nemo" first)
+from nest_ext.data.packing.writers.lhotse_shar import SharShardWriter  # noqa: F401  (registers "lhotse-shar")
+
+__all__ = ["FORMATS", "ShardWriter", "add_tar_member", "get_writer", "register_writer", "NemoShardWriter",
+           "SharShardWriter"]
