@@ -56,15 +56,9 @@ from nemo.collections.common.parts.preprocessing.manifest import get_full_path
 from nemo.core.classes import Serialization
 from nemo.utils import logging
 
+from nest_ext.data.audio_io import BadAudioError
+from nest_ext.data.bad_audio import BadAudioReport, ManifestLines, check_audio_files, check_audio_info, get_on_bad_audio
 from nest_ext.data.noise_sampling import prime_audio_info, sample_noise
-from nest_ext.parts.audio_checks import (
-    BadAudioError,
-    BadAudioReport,
-    ManifestLines,
-    check_audio_files,
-    check_audio_info,
-    get_on_bad_audio,
-)
 
 __all__ = [
     "AudioNoiseBatch",
