@@ -18,12 +18,14 @@ setup(
         "omegaconf>=2.3",
         "lhotse>=1.30",
         "soundfile>=0.12",
+        "soxr>=0.3",  # the one resampler (nest_ext.data.audio_io.resample); librosa's default, so NeMo brings it
         "torchmetrics>=1.4",
         "numpy",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout"],
-        # evaluate_separation.py: PNG report (matplotlib), PESQ and STOI columns when installed
-        "eval": ["matplotlib", "pesq", "pystoi"],
+        # scipy: the tests' independent reference resampler
+        "test": ["pytest>=7", "pytest-timeout", "scipy"],
+        # evaluate_separation.py: PNG report (matplotlib, scipy spectrograms), PESQ and STOI columns when installed
+        "eval": ["matplotlib", "scipy", "pesq", "pystoi"],
     },
 )

@@ -36,7 +36,6 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
-import soundfile as sf
 import torch
 
 try:
@@ -44,6 +43,7 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nest_ext.data.audio_io import load_audio, read_audio_info
 from nest_ext.data.separation_dataset import load_separation_manifest
 from nest_ext.parts.atomic_io import atomic_write
 from nest_ext.parts.separation_metrics import SEPARATION_METRIC_NAMES, available_extra_metrics, separation_metrics
@@ -54,19 +54,10 @@ SeparateFn = Callable[[torch.Tensor], Union[torch.Tensor, np.ndarray]]
 
 
 def _read(path: str, sample_rate: Optional[int]) -> tuple:
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    if audio.shape[1] != 1:
-        raise ValueError(f"{path}: {audio.shape[1]} channels, expected mono")
-    audio = audio[:, 0]
-    if sample_rate is not None and rate != sample_rate:
-        from fractions import Fraction
-
-        from scipy.signal import resample_poly  # scipy, not librosa: librosa's import alone takes seconds
-
-        ratio = Fraction(sample_rate, rate)
-        audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
-        rate = sample_rate
-    return audio, rate
+    """``(audio [T], rate)``: mono, at ``sample_rate`` (the file's own rate when None), read and resampled
+    as tools/separate.py reads its inputs."""
+    rate = sample_rate or read_audio_info(path).samplerate
+    return load_audio(path, rate), rate
 
 
 def _fit_length(est: torch.Tensor, length: int) -> torch.Tensor:
@@ -107,7 +98,7 @@ def evaluate(
         separate_fn: ``mixture [T] float32 tensor -> estimates [S, T']``; ``T'`` is cut or zero-padded to ``T``.
         manifest: NeMo audio-to-audio manifest(s) (``input_filepath`` mixture, ``target_filepath`` sources).
         out_dir: where ``metrics.csv``, ``summary.json`` and ``report.html`` go (created).
-        sample_rate: the separator's rate; files of another rate are resampled (scipy polyphase).
+        sample_rate: the separator's rate; files of another rate are resampled (soxr HQ, as separate.py does).
             ``None``: use each file's own rate.
         num_spks: expected number of sources per entry (others are skipped and reported).
         max_items: evaluate only the first N entries.

@@ -4,7 +4,8 @@
     python tools/separate.py --model MODEL.nemo --output-dir out/ mix1.wav [mix2.wav ...]
 
 writes `out/mix1_s1.wav ... out/mix1_sN.wav` at the model's sample rate. Input at another rate is
-resampled (librosa/soxr). Multi-channel input is refused unless `--channel N` picks a channel.
+resampled (soxr HQ, `nest_ext.data.audio_io.resample`, as evaluate_separation.py does). Multi-channel input is
+refused unless `--channel N` picks a channel.
 `--chunk-seconds S` separates long recordings in overlapping chunks (bounded memory).
 Exit status: 0 when every file was separated, 1 when any input was refused or failed (each named).
 """
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
             (written,) = model.process(
                 [path], args.output_dir, input_channel_selector=args.channel, chunk_seconds=args.chunk_seconds
             )
-        except ValueError as err:  # unreadable, multi-channel without --channel, empty: named in the message
+        except ValueError as err:  # BadAudioError (unreadable, empty), multi-channel without --channel: named
             print(f"error: {err}", file=sys.stderr)
             failures += 1
             continue

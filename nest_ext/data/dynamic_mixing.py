@@ -15,7 +15,8 @@ and re-written here, with its numbers:
    peak among them is 0.9, which keeps the mixture from clipping and keeps mixture = sum(sources).
 
 Optional speed perturbation (SpeechBrain's SpeedPerturb uses 95/100/105 %): each source gets its own
-factor from ``speed_factors``, applied by polyphase resampling (scipy) before the cut.
+factor from ``speed_factors``, applied by resampling (:func:`nest_ext.data.audio_io.resample`, soxr) before
+the cut.
 
 Randomness comes only from the ``numpy.random.Generator`` passed to :meth:`DynamicMixer.mix`, so the
 dataset decides reproducibility (it seeds one generator per (seed, epoch, index)).
@@ -44,14 +45,13 @@ from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
+
+from nest_ext.data.audio_io import BadAudioError, read_audio_info, read_audio_segment, resample
 
 __all__ = [
-    "BadAudioError",
     "DynamicMixer",
     "SourceUtterance",
     "SpeakerPool",
-    "read_audio_segment",
     "rescale_to_level_db",
     "sample_levels_db",
     "speaker_ids_from_filename",
@@ -91,51 +91,6 @@ def speaker_ids_from_filename(name: str, num_spks: Optional[int] = None) -> Opti
     return speakers
 
 
-
-class BadAudioError(Exception):
-    """An audio file that cannot be used: unreadable, wrong sample rate, wrong channel count. Names the path."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def audio_info(path: str) -> Tuple[int, int, int]:
-    """``(num_frames, sample_rate, channels)`` of a file; raises :class:`BadAudioError`."""
-    try:
-        info = sf.info(path)
-    except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/FileNotFoundError
-        raise BadAudioError(path, f"cannot read ({type(e).__name__}: {e})") from None
-    return int(info.frames), int(info.samplerate), int(info.channels)
-
-
-def read_audio_segment(path: str, sample_rate: int, start: int = 0, frames: int = -1) -> np.ndarray:
-    """Read ``frames`` samples (all when -1) from ``start`` of a mono file as float32 ``[T]``.
-
-    Only the requested frames are read. Raises :class:`BadAudioError` when the file is unreadable,
-    has another sample rate than ``sample_rate``, more than one channel, or is shorter than asked.
-    """
-    try:
-        with sf.SoundFile(path) as f:
-            if f.samplerate != sample_rate:
-                raise BadAudioError(path, f"sample rate {f.samplerate} Hz, expected {sample_rate} Hz")
-            if f.channels != 1:
-                raise BadAudioError(path, f"{f.channels} channels, expected mono")
-            if start:
-                f.seek(start)
-            audio = f.read(frames=frames, dtype="float32", always_2d=False)
-    except BadAudioError:
-        raise
-    except Exception as e:
-        raise BadAudioError(path, f"cannot read ({type(e).__name__}: {e})") from None
-    if frames >= 0 and audio.shape[0] != frames:
-        raise BadAudioError(path, f"asked for {frames} frames from {start}, file gave {audio.shape[0]} (truncated?)")
-    if not np.all(np.isfinite(audio)):
-        raise BadAudioError(path, "contains NaN or Inf samples")
-    return audio
-
-
 def sample_levels_db(
     rng: np.random.Generator,
     num_spks: int,
@@ -158,13 +113,12 @@ def rescale_to_level_db(audio: np.ndarray, level_db: float, eps: float = 1e-14) 
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
-    """Play ``audio [T]`` ``factor`` times faster (pitch changes too): ``[≈ T / factor]`` via polyphase resampling."""
+    """Play ``audio [T]`` ``factor`` times faster (pitch changes too): ``[ceil(T / factor)]``, by resampling
+    from rate ``factor`` to rate 1 (as a rational p/q with q <= 100, so e.g. 1.05 is exactly 21/20)."""
     if factor == 1.0:
         return audio
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(factor).limit_denominator(100)  # factor = p/q -> upsample q, downsample p
-    return resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample(audio, ratio.numerator, ratio.denominator)
 
 
 @dataclass
@@ -256,7 +210,7 @@ class DynamicMixer:
 
     def _num_frames(self, utt: SourceUtterance) -> int:
         if utt.num_frames is None:
-            frames, rate, _ = audio_info(utt.path)
+            frames, rate, _ = read_audio_info(utt.path)
             if rate != self.sample_rate:
                 raise BadAudioError(utt.path, f"sample rate {rate} Hz, expected {self.sample_rate} Hz")
             utt.num_frames = frames

@@ -40,8 +40,10 @@ shared-memory tensor, so DataLoader worker processes (persistent or not) see it.
 epoch repeats epoch 0's crops and mixtures.
 
 Bad audio (unreadable, wrong rate, multi-channel, lengths of mixture and sources differ, missing):
-with ``on_bad_audio: skip`` it is logged once with the path and manifest line and another item is
-served in its place (missing files are dropped when the manifest is loaded); with ``error`` it raises.
+with ``on_bad_audio: skip`` it is logged once with the path and manifest line, counted in
+``dataset.bad_audio`` (a :class:`~nest_ext.data.bad_audio.BadAudioReport`) and another item is served
+in its place (missing files are dropped when the manifest is loaded); with ``error`` it raises
+:class:`~nest_ext.data.audio_io.BadAudioError`.
 
 Example:
     >>> import numpy as np, soundfile as sf, tempfile, os, json
@@ -71,13 +73,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from nest_ext.data.audio_io import BadAudioError, read_audio_info, read_audio_segment
+from nest_ext.data.bad_audio import BadAudioReport, get_on_bad_audio
 from nest_ext.data.dynamic_mixing import (
-    BadAudioError,
     DynamicMixer,
     SourceUtterance,
     SpeakerPool,
-    audio_info,
-    read_audio_segment,
     speaker_ids_from_filename,
     speed_perturb,
 )
@@ -136,21 +137,26 @@ def load_separation_manifest(
     max_duration: Optional[float] = None,
     check_files: bool = True,
     on_bad_audio: str = "skip",
+    report: Optional[BadAudioReport] = None,
 ) -> Tuple[List[SeparationExample], List[str]]:
     """Parse manifests into examples; returns ``(examples, problems)``.
 
     Entries that are malformed, have another number of targets than ``num_spks`` or name missing
     files become problems (``"manifest:line: reason"``) and are left out, or raise ``ValueError``
-    when ``on_bad_audio == "error"``. Entries outside ``[min_duration, max_duration]`` are dropped
-    silently (that is filtering, not a problem).
+    when ``on_bad_audio == "error"``. With a ``report``, each problem also goes to it (by file and
+    manifest line; it raises ``BadAudioError``, a ``ValueError``, under its own ``'error'`` policy).
+    Entries outside ``[min_duration, max_duration]`` are dropped silently (that is filtering, not a problem).
     """
     examples: List[SeparationExample] = []
     problems: List[str] = []
 
-    def problem(msg: str):
-        if on_bad_audio == "error":
-            raise ValueError(msg)
-        problems.append(msg)
+    def problem(where: str, reason: str, files: Optional[str] = None):
+        # files: the entry's bad audio files, when it names them; otherwise the manifest line is the problem
+        if report is not None:
+            report.add(files or manifest, reason, where, "manifest")
+        elif on_bad_audio == "error":
+            raise ValueError(f"{where}: {reason}" + (f" {files}" if files else ""))
+        problems.append(f"{where}: {reason}" + (f" {files}" if files else ""))
 
     for manifest in _manifest_list(manifest_filepath):
         if not os.path.isfile(manifest):
@@ -163,15 +169,15 @@ def load_separation_manifest(
                 try:
                     entry = json.loads(line)
                 except json.JSONDecodeError as e:
-                    problem(f"{where}: not valid JSON ({e})")
+                    problem(where, f"not valid JSON ({e})")
                     continue
                 if input_key not in entry or target_key not in entry:
-                    problem(f"{where}: needs keys '{input_key}' and '{target_key}'")
+                    problem(where, f"needs keys '{input_key}' and '{target_key}'")
                     continue
                 targets = entry[target_key]
                 targets = [targets] if isinstance(targets, str) else list(targets)
                 if num_spks is not None and len(targets) != num_spks:
-                    problem(f"{where}: {len(targets)} target files, the config says num_spks={num_spks}")
+                    problem(where, f"{len(targets)} target files, the config says num_spks={num_spks}")
                     continue
                 duration = entry.get("duration")
                 if duration is not None:
@@ -184,11 +190,11 @@ def load_separation_manifest(
                 if check_files:
                     missing = [p for p in [mix] + targets if not os.path.isfile(p)]
                     if missing:
-                        problem(f"{where}: missing file(s) {', '.join(missing)}")
+                        problem(where, "missing file(s)", ", ".join(missing))
                         continue
                 speakers = entry.get("speaker_ids")
                 if speakers is not None and len(speakers) != len(targets):
-                    problem(f"{where}: {len(speakers)} speaker_ids for {len(targets)} targets")
+                    problem(where, f"{len(speakers)} speaker_ids for {len(targets)} targets")
                     continue
                 examples.append(
                     SeparationExample(mix, targets, duration, list(speakers) if speakers else None, manifest, line_no)
@@ -244,8 +250,9 @@ class SeparationDataset(torch.utils.data.Dataset):
         dynamic_mixing_levels: Optional[dict] = None,
         max_retries: int = 20,
     ):
-        if on_bad_audio not in ("skip", "error"):
-            raise ValueError(f"on_bad_audio must be 'skip' or 'error', got {on_bad_audio!r}")
+        # Bad files (in the manifest, or found when loaded) are logged with file and manifest line and
+        # counted here; it applies the on_bad_audio policy (and checks its value).
+        self.bad_audio = BadAudioReport(on_bad_audio, name=", ".join(_manifest_list(manifest_filepath)), logger=logger)
         self.sample_rate = int(sample_rate)
         self.num_spks = int(num_spks)
         self.segment_frames = None if segment_seconds is None else int(round(segment_seconds * self.sample_rate))
@@ -253,7 +260,6 @@ class SeparationDataset(torch.utils.data.Dataset):
             raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
         self.dynamic_mixing = bool(dynamic_mixing)
         self.speed_factors = tuple(float(s) for s in speed_factors) if speed_perturb else None
-        self.on_bad_audio = on_bad_audio
         self.seed = int(seed)
         self.max_retries = max_retries
         self.examples, problems = load_separation_manifest(
@@ -263,18 +269,14 @@ class SeparationDataset(torch.utils.data.Dataset):
             target_key=target_key,
             min_duration=min_duration,
             max_duration=max_duration,
-            on_bad_audio=on_bad_audio,
+            report=self.bad_audio,
         )
-        for msg in problems[:20]:
-            logger.warning("separation dataset: skipping %s", msg)
-        if len(problems) > 20:
-            logger.warning("separation dataset: ... and %d more manifest problems", len(problems) - 20)
         self.manifest_problems = problems
         if not self.examples:
-            raise ValueError(f"no usable entries in {manifest_filepath} ({len(problems)} problems)")
+            raise ValueError(f"no usable entries in {manifest_filepath} ({self.bad_audio.summary()})")
         # shared memory: worker processes read the epoch the main process sets
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._reported: set = set()  # per process: items already reported
+        self._reported: set = set()  # per process: items (dynamic mixing: source files) already reported
         self.mixer: Optional[DynamicMixer] = None
         if self.dynamic_mixing:
             self.mixer = DynamicMixer(
@@ -288,6 +290,15 @@ class SeparationDataset(torch.utils.data.Dataset):
 
     # a module-level function (picklable for spawn-started DataLoader workers)
     collate_fn = staticmethod(collate_separation_batch)
+
+    @property
+    def on_bad_audio(self) -> str:
+        """``'skip'`` or ``'error'``: the policy of :attr:`bad_audio` (settable)."""
+        return self.bad_audio.on_bad_audio
+
+    @on_bad_audio.setter
+    def on_bad_audio(self, value: str) -> None:
+        self.bad_audio.on_bad_audio = get_on_bad_audio({"on_bad_audio": value})
 
     def _build_pool(self) -> SpeakerPool:
         utts, unknown = [], 0
@@ -331,7 +342,7 @@ class SeparationDataset(torch.utils.data.Dataset):
         paths = [ex.input_filepath] + ex.target_filepaths
         lengths = []
         for p in paths:
-            frames, rate, channels = audio_info(p)
+            frames, rate, channels = read_audio_info(p)
             if rate != self.sample_rate:
                 raise BadAudioError(p, f"sample rate {rate} Hz, expected {self.sample_rate} Hz")
             if channels != 1:
@@ -375,25 +386,22 @@ class SeparationDataset(torch.utils.data.Dataset):
                     "index": current,
                 }
             except BadAudioError as e:
-                where = self.examples[current].where
+                # dynamic mixing: the bad file is a source of the pool; it is dropped and a new mixture drawn.
+                # Otherwise the item is replaced by the next one not known to be bad.
+                key = e.path if self.mixer is not None else current
+                if key not in self._reported or self.on_bad_audio == "error":
+                    where = self._where_of_path(e.path) if self.mixer is not None else self.examples[current].where
+                    stage = "load (dynamic mixing source)" if self.mixer is not None else "load"
+                    self.bad_audio.add(e.path, e.reason, where, stage)  # raises under on_bad_audio='error'
+                    self._reported.add(key)
                 if self.mixer is not None:
-                    # dynamic mixing: the bad file is a source of the pool; drop it and draw again
-                    msg = f"bad source audio {e} (listed in {self._where_of_path(e.path)})"
-                else:
-                    msg = f"bad audio {e} (manifest line {where})"
-                if self.on_bad_audio == "error":
-                    raise RuntimeError(msg) from None
-                if self.mixer is not None:
-                    if e.path not in self._reported:
-                        logger.warning("separation dataset: skipping %s", msg)
-                        self._reported.add(e.path)
                     self.mixer.pool.exclude(e.path)
                 else:
-                    if current not in self._reported:
-                        logger.warning("separation dataset: skipping %s", msg)
-                        self._reported.add(current)
                     current = self._replacement_index(current)
-        raise RuntimeError(f"separation dataset: {self.max_retries + 1} bad items in a row around index {index}")
+        raise RuntimeError(
+            f"separation dataset: {self.max_retries + 1} bad items in a row around index {index} "
+            f"({self.bad_audio.summary()})"
+        )
 
     def _replacement_index(self, index: int) -> int:
         n = len(self.examples)
@@ -446,7 +454,7 @@ def get_separation_dataset_from_config(config: Any) -> SeparationDataset:
         speed_factors=cfg.get("speed_factors") or DEFAULT_SPEED_FACTORS,
         min_duration=cfg.get("min_duration"),
         max_duration=cfg.get("max_duration"),
-        on_bad_audio=cfg.get("on_bad_audio", "skip") or "skip",
+        on_bad_audio=get_on_bad_audio(cfg),
         seed=cfg.get("seed", 0) or 0,
         input_key=cfg.get("input_key") or DEFAULT_INPUT_KEY,
         target_key=cfg.get("target_key") or DEFAULT_TARGET_KEY,

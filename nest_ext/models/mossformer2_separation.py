@@ -33,56 +33,19 @@ from nemo.core.classes.common import PretrainedModelInfo
 from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 from nemo.utils import logging
 
+from nest_ext.data.audio_io import load_audio
 from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
 
-__all__ = ["MossFormer2SeparationModel", "load_mono_audio"]
+__all__ = ["MossFormer2SeparationModel"]
 
 # Where the MossFormer2 blocks live; only `default_config` names them, configs may point elsewhere.
 _BLOCKS = "nest_ext.modules.mossformer2"
 
 
 allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
-
-
-def load_mono_audio(path: str, sample_rate: int, channel: Optional[int] = None) -> np.ndarray:
-    """Read an audio file as float32 mono [T] at `sample_rate`.
-
-    Multi-channel files are refused unless `channel` picks one (separation of a downmix is rarely what a
-    user wants, so we do not average silently). Other sample rates are resampled with librosa (soxr).
-
-    Example:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "x.wav"); sf.write(p, np.zeros((1600, 2), "float32"), 16000)
-        >>> load_mono_audio(p, 8000, channel=1).shape
-        (800,)
-    """
-    try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
-    except Exception as err:  # soundfile raises several types; name the file in every case
-        raise ValueError(f"cannot read audio file {path}: {err}") from err
-    channels = audio.shape[1]
-    if channel is not None and not isinstance(channel, (int, np.integer)):
-        raise ValueError(f"channel must be a channel index, got {channel!r}")
-    if channel is None:
-        if channels != 1:
-            raise ValueError(
-                f"{path} has {channels} channels; MossFormer2 separates a single-channel mixture. "
-                f"Pick one with --channel N (0..{channels - 1})."
-            )
-        channel = 0
-    if not 0 <= channel < channels:
-        raise ValueError(f"{path} has {channels} channel(s); channel {channel} does not exist")
-    audio = np.ascontiguousarray(audio[:, channel])
-    if audio.size == 0:
-        raise ValueError(f"{path} contains no samples")
-    if rate != sample_rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
-    return audio
 
 
 class MossFormer2SeparationModel(AudioToAudioModel):
@@ -320,14 +283,20 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         Unlike NeMo's `process`, which writes one multi-channel file per input, a separation writes one
         file per speaker. Files are processed one at a time (`batch_size`/`num_workers` are accepted for
         interface compatibility): mixtures differ in length and the network has no padding mask.
+        Inputs are read with `nest_ext.data.audio_io.load_audio`: other rates are resampled to the model's,
+        a multi-channel file needs `input_channel_selector`.
 
         Returns:
             One list of written paths per input file.
+
+        Raises:
+            BadAudioError: an input is missing, unreadable or empty (a ``ValueError`` too).
+            ValueError: a multi-channel input without a channel, or one too short to separate.
         """
         written = []
         os.makedirs(output_dir, exist_ok=True)
         for path in paths2audio_files:
-            audio = load_mono_audio(path, self.sample_rate, channel=input_channel_selector)
+            audio = load_audio(path, self.sample_rate, channel=input_channel_selector)
             try:
                 estimates = self.separate(audio, chunk_seconds=chunk_seconds).numpy()
             except ValueError as err:  # e.g. shorter than the encoder kernel: name the file

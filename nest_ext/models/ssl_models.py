@@ -39,8 +39,8 @@ from nemo.collections.asr.data import audio_to_text_dataset
 from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel as _NeMoNEST
 from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
 
+from nest_ext.data.bad_audio import get_on_bad_audio
 from nest_ext.data.ssl_dataset import LhotseAudioNoiseDataset, get_audio_noise_dataset_from_config, get_collate_fn
-from nest_ext.parts.audio_checks import get_on_bad_audio
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.encoder_choice import apply_encoder_choice
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
