@@ -1,7 +1,7 @@
 """Read, fully decode (the integrity check), cut, resample and re-encode one utterance's audio.
 
 A whole WAV/FLAC/OGG/MP3 file that needs no change is stored byte-for-byte; a cut segment (manifest
-``offset``/``duration``), resampled audio (soxr "HQ" -- the resampler librosa uses, installed with NeMo) or
+``offset``/``duration``), resampled audio (``nest_ext.data.audio_io.resample``, the project's one resampler) or
 pipe output is re-encoded as WAV with the source's sample type (PCM_16 where WAV cannot hold it).
 
 Example::
@@ -27,6 +27,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import soundfile as sf
 
+from nest_ext.data.audio_io import resample
 from nest_ext.data.packing.inputs import BadItem, Utterance
 from nest_ext.data.packing.item import EncodedAudio, ShardItem
 
@@ -34,13 +35,6 @@ from nest_ext.data.packing.item import EncodedAudio, ShardItem
 # NeMo's tarred loader maps to its 'audio' field (VALID_FILE_FORMATS in asr/data/audio_to_text.py).
 _COPY_FORMATS = {"WAV": "wav", "WAVEX": "wav", "FLAC": "flac", "OGG": "ogg", "MP3": "mp3"}
 _ARK_OFFSET = re.compile(r"\.ark:\d+$")
-
-
-def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
-    """Float audio ``[T]`` or ``[T, C]`` at ``orig_sr`` -> float32 at ``target_sr`` (soxr, quality "HQ")."""
-    import soxr  # librosa's default resampler; installed with NeMo
-
-    return soxr.resample(np.asarray(audio, dtype=np.float32), orig_sr, target_sr, quality="HQ")
 
 
 def read_source(utt: Utterance, pipe_timeout: Optional[float]) -> bytes:
