@@ -33,10 +33,11 @@ from nemo.core.classes.common import PretrainedModelInfo
 from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 from nemo.utils import logging
 
+from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
+from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
-from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
 
 __all__ = ["MossFormer2SeparationModel", "load_mono_audio"]
 
@@ -85,8 +86,9 @@ def load_mono_audio(path: str, sample_rate: int, channel: Optional[int] = None) 
     return audio
 
 
-class MossFormer2SeparationModel(AudioToAudioModel):
-    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder).
+class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
+    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder, the
+    composition of `EncoderMaskerDecoder`, shared with the bare `MossFormer2` module).
 
     Config keys (under `model`): `sample_rate`, `num_spks`, `encoder`, `masker`, `decoder` (`_target_`
     configs), `loss` (default: `PermutationInvariantSISDRLoss`), `train_ds`/`validation_ds`/`test_ds`,
@@ -181,13 +183,7 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         batch, time = input_signal.shape
         if input_length is None:
             input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
-
-        encoded = self.encoder(input_signal)  # [B, N, L]
-        masks = self.masker(encoded)  # [B, S, N, L]
-        estimates = self.decoder(encoded.unsqueeze(1) * masks)  # [B, S, T']
-        # The transposed convolution gives T' != T in general: pad with zeros or crop, like the official model
-        estimates = self.match_batch_length(input=estimates, batch_length=time)
-        return estimates, input_length
+        return self.encode_mask_decode(input_signal), input_length
 
     # ------------------------------------------------------------------ training / evaluation
     def _check_targets(self, target_signal: torch.Tensor):
@@ -297,7 +293,7 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         if overlap is None:
             overlap = min(1.0, chunk_seconds / 4)
         return separate_chunked(
-            lambda x: self.forward(input_signal=x)[0],
+            self.encode_mask_decode,
             batch,
             chunk_seconds=chunk_seconds,
             overlap_seconds=float(overlap),
