@@ -212,9 +212,10 @@ def test_validation_metrics_equal_evaluate_separation(tmp_path):
     (logged,) = trainer.validate(model, verbose=False)
     summary = ev.evaluate(model.separate, manifest, str(tmp_path / "eval"), sample_rate=SR, num_spks=2, report=False)
     assert summary["num_evaluated"] == 3
-    # float32 (validation) against float64 (evaluation) arithmetic: a few 1e-4 dB
-    assert logged["val_sisdr"] == pytest.approx(summary["metrics"]["si_sdr"]["mean"], abs=2e-3)
-    assert logged["val_sisdri"] == pytest.approx(summary["metrics"]["si_sdr_i"]["mean"], abs=2e-3)
+    # float32 (validation) against float64 (evaluation) arithmetic at about -25 dB: measured 1.3e-3 dB apart;
+    # the other definition (no zero mean) on one side moves the numbers by about 7 dB
+    assert logged["val_sisdr"] == pytest.approx(summary["metrics"]["si_sdr"]["mean"], abs=1e-2)
+    assert logged["val_sisdri"] == pytest.approx(summary["metrics"]["si_sdr_i"]["mean"], abs=1e-2)
 
 
 def test_pesq_stoi_columns_when_packages_exist(corpus, tmp_path, monkeypatch):
