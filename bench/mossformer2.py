@@ -6,7 +6,7 @@ ClearerVoice-Studio root, its ``train/speech_separation`` folder, or any folder 
 Without it the comparison is skipped with a message and only the RTF table of our model runs.
 
 1. Both models are built with the same architecture; the official weights are copied into ours through
-   :mod:`nest_ext.parts.mossformer2_converter` and the eval-mode outputs are compared (must agree to 1e-4).
+   :mod:`nest_ext.modules.mossformer2.converter` and the eval-mode outputs are compared (must agree to 1e-4).
 2. Timings alternate official, ours, official, ours ... in one process, so machine load hits both alike;
    the minimum and median of each and the ratio ours / official (below 1.0: ours is faster) are printed:
    - inference: eval mode, ``torch.inference_mode()``;
@@ -117,7 +117,7 @@ def compare(args, arch, official_cls):
     torch.manual_seed(0)
     official = build_official(official_cls, arch)
     ours = build_ours(arch)
-    from nest_ext.parts.mossformer2_converter import official_to_ours
+    from nest_ext.modules.mossformer2.converter import official_to_ours
 
     ours.load_state_dict(official_to_ours(official.state_dict(), arch), strict=True)
     mixture = torch.randn(args.batch, int(args.seconds * args.sample_rate))

@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         return 1
 
     from nest_ext.models.mossformer2_separation import MossFormer2SeparationModel
-    from nest_ext.parts.mossformer2_converter import (
+    from nest_ext.modules.mossformer2.converter import (
         MossFormer2CheckpointError,
         architecture_from_checkpoint,
         load_official_state_dict,

@@ -10,7 +10,7 @@ Three steps, each command printed so it can be rerun by hand:
 2. ``python tools/separate.py --model X.nemo --output-dir demo_out/ MIX.wav`` separates the first
    validation mixture (not seen in training) into ``demo_out/<name>_s1.wav`` and ``_s2.wav``.
 3. SI-SDR and SI-SDRi of those files against the mixture's own sources
-   (:func:`nest_ext.parts.separation_metrics.separation_metrics`, speakers matched by PIT).
+   (:func:`nest_ext.metrics.separation_metrics`, speakers matched by PIT).
 
     python tools/run_demo.py                                  # what `make demo` runs
     python tools/run_demo.py trainer.max_steps=200            # any train.py override: a longer run
@@ -84,7 +84,7 @@ def score(estimate_files, source_files, mixture_file) -> dict:
     import soundfile as sf
     import torch
 
-    from nest_ext.parts.separation_metrics import separation_metrics
+    from nest_ext.metrics import separation_metrics
 
     def read(path):
         audio, rate = sf.read(str(path), dtype="float32")

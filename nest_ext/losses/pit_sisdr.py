@@ -5,6 +5,10 @@ The metric and the permutation search are torchmetrics' (`scale_invariant_signal
 valid lengths (padding must not change the loss) and NeMo's typed `Loss` interface, so the loss is built
 from a config `_target_` like NeMo's own audio losses.
 
+`zero_mean` (default True, SI-SNR as the official MossFormer2 recipe trains) is a training option here; every
+reported SI-SDR uses these functions with `zero_mean=True` fixed (`nest_ext.metrics.si_sdr`, the project's one
+definition), so with the default loss `val_loss == -val_sisdr`.
+
 Example:
     >>> import torch
     >>> loss = PermutationInvariantSISDRLoss()

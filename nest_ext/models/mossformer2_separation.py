@@ -8,7 +8,9 @@ the converter maps from the official checkpoints.
 
 Shapes: mixture `input_signal` [B, 1, T] or [B, T], `input_length` [B] -> estimates [B, S, T], length [B].
 Training minimises permutation-invariant negative SI-SDR (`nest_ext.losses.pit_sisdr`); validation and test
-log SI-SDR and SI-SDRi (improvement over the mixture), reduced across ranks.
+log SI-SDR and SI-SDRi (improvement over the mixture), reduced across ranks, by the project's one zero-mean
+SI-SDR definition (`nest_ext.metrics.si_sdr`, also what `evaluate_separation` reports; with the default
+zero-mean loss, `val_loss == -val_sisdr`).
 
 Example (tiny network, random weights):
     >>> from omegaconf import OmegaConf
@@ -34,10 +36,12 @@ from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 from nemo.utils import logging
 
 from nest_ext.data.audio_io import load_audio
+from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss
+from nest_ext.metrics.si_sdr import pit_si_sdr_scores
+from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
-from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
 
 __all__ = ["MossFormer2SeparationModel"]
 
@@ -48,8 +52,9 @@ _BLOCKS = "nest_ext.modules.mossformer2"
 allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
 
 
-class MossFormer2SeparationModel(AudioToAudioModel):
-    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder).
+class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
+    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder, the
+    composition of `EncoderMaskerDecoder`, shared with the bare `MossFormer2` module).
 
     Config keys (under `model`): `sample_rate`, `num_spks`, `encoder`, `masker`, `decoder` (`_target_`
     configs), `loss` (default: `PermutationInvariantSISDRLoss`), `train_ds`/`validation_ds`/`test_ds`,
@@ -64,8 +69,6 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         self.decoder = self.from_config_dict(self._cfg.decoder)
         if self.loss is None:
             self.loss = PermutationInvariantSISDRLoss()
-        # SI-SDR for the logged metrics uses the loss's convention, so val_loss == -val_sisdr
-        self._zero_mean = bool(getattr(self.loss, "zero_mean", True))
 
     # ------------------------------------------------------------------ config
     @staticmethod
@@ -144,13 +147,7 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         batch, time = input_signal.shape
         if input_length is None:
             input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
-
-        encoded = self.encoder(input_signal)  # [B, N, L]
-        masks = self.masker(encoded)  # [B, S, N, L]
-        estimates = self.decoder(encoded.unsqueeze(1) * masks)  # [B, S, T']
-        # The transposed convolution gives T' != T in general: pad with zeros or crop, like the official model
-        estimates = self.match_batch_length(input=estimates, batch_length=time)
-        return estimates, input_length
+        return self.encode_mask_decode(input_signal), input_length
 
     # ------------------------------------------------------------------ training / evaluation
     def _check_targets(self, target_signal: torch.Tensor):
@@ -171,16 +168,15 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         estimates, _ = self.forward(input_signal=input_signal, input_length=input_length)
         loss = self.loss(estimate=estimates, target=target_signal, input_length=input_length)
 
-        si_sdr, _ = pit_si_sdr(estimates, target_signal, input_length, zero_mean=self._zero_mean)
-        mixture = input_signal[:, :1].expand(-1, self.num_spks, -1)
-        baseline = si_sdr_valid(mixture, target_signal, input_length, zero_mean=self._zero_mean).mean(dim=1)
+        # The project's one SI-SDR (zero-mean, nest_ext.metrics.si_sdr), as evaluate_separation reports it
+        scores = pit_si_sdr_scores(estimates, target_signal, mixture=input_signal[:, :1], input_length=input_length)
         batch_size = input_signal.size(0)
         # Epoch means weighted by utterances and averaged across ranks; the loss is logged here too (not by
         # NeMo's epoch-end hook, which does not sync test metrics) so loss and metrics are reduced alike.
         log_args = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
         self.log(f"{tag}_loss", loss, **log_args)
-        self.log(f"{tag}_sisdr", si_sdr.mean(), **log_args)
-        self.log(f"{tag}_sisdri", (si_sdr - baseline).mean(), **log_args)
+        self.log(f"{tag}_sisdr", scores.si_sdr.mean(), **log_args)
+        self.log(f"{tag}_sisdri", scores.improvement.mean(), **log_args)
         if self._trainer is not None:
             self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
         return {f"{tag}_loss": loss}
@@ -260,7 +256,7 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         if overlap is None:
             overlap = min(1.0, chunk_seconds / 4)
         return separate_chunked(
-            lambda x: self.forward(input_signal=x)[0],
+            self.encode_mask_decode,
             batch,
             chunk_seconds=chunk_seconds,
             overlap_seconds=float(overlap),

@@ -14,7 +14,7 @@ This is the only module of the project that knows the official parameter names. 
 
 Example:
     >>> import torch
-    >>> from nest_ext.parts.mossformer2_converter import (
+    >>> from nest_ext.modules.mossformer2.converter import (
     ...     architecture_from_checkpoint, load_official_state_dict, official_to_ours)
     >>> ckpt = torch.load("official.pt", map_location="cpu")            # doctest: +SKIP
     >>> arch = architecture_from_checkpoint(ckpt)                        # doctest: +SKIP
@@ -25,6 +25,8 @@ import re
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
+
+from nest_ext.modules.mossformer2.mossformer2 import MossFormer2
 
 __all__ = [
     "ARCHITECTURE_KEYS",
@@ -212,8 +214,6 @@ def official_to_ours(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, 
     compatible shapes; otherwise :class:`MossFormer2CheckpointError` lists all unknown, missing and
     mismatched keys at once. Tensors are not copied unless a reshape needs it.
     """
-    from nest_ext.modules.mossformer2 import MossFormer2
-
     with torch.device("meta"):
         expected = MossFormer2(**arch, **model_kwargs).state_dict()
     ours: Dict[str, torch.Tensor] = {}
