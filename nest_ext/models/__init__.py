@@ -3,6 +3,7 @@ import importlib
 
 _EXPORTS = {
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
+    "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
 }
