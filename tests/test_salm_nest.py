@@ -180,8 +180,9 @@ def test_training_conversation_and_decoding_prompt_agree(assets):
     decode = formatter.encode_dialog([{"role": "user", "content": f"{model.instruction} {model.audio_locator_tag}"}])
     n = len(decode["input_ids"])
     assert train["input_ids"][:n].tolist() == decode["input_ids"].tolist()
-    target = train["input_ids"][train["mask"]].tolist()
-    assert target[-1] == model.text_eos_id and "Alpha bravo charlie." in model.tokenizer.ids_to_text(target)
+    target = train["input_ids"][train["mask"]].tolist()  # the loss targets: the transcript, then EOS
+    assert target[-1] == model.text_eos_id and model.tokenizer.ids_to_text(target[:-1]).strip() == "Alpha bravo charlie."
+    assert not train["mask"][:n].any()
 
 
 def _evaluate(ckpt, sets, out_dir, *extra):

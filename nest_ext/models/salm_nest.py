@@ -152,7 +152,11 @@ class NestSALM(SALM):
 
     def trainable_state_dict(self) -> Dict[str, torch.Tensor]:
         names = set(self.trainable_names())
-        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k in names}
+        state = {k: v for k, v in self.state_dict().items() if k in names}
+        if any(hasattr(v, "full_tensor") for v in state.values()):  # DTensor: FSDP2 / tensor-parallel shards
+            raise RuntimeError("the weights are sharded (model-parallel strategy): use the distributed "
+                               "checkpoints exp_manager wrote; the small checkpoint needs unsharded weights")
+        return {k: v.detach().cpu() for k, v in state.items()}
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         names = set(self.trainable_names())
