@@ -7,7 +7,6 @@ import json
 import sys
 import tarfile
 
-import numpy as np
 import pytest
 import soundfile as sf
 import torch
@@ -207,7 +206,11 @@ def test_train_py_names_the_llm_extra_when_it_is_missing(monkeypatch):
     spec = importlib.util.spec_from_file_location("nest_train_llm", ROOT / "train.py")
     train_py = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(train_py)
+    import nest_ext.models
+
+    # as if never imported (an earlier test may have): the import must run again
     monkeypatch.delitem(sys.modules, "nest_ext.models.salm_nest", raising=False)
+    monkeypatch.delattr(nest_ext.models, "salm_nest", raising=False)
     monkeypatch.setitem(sys.modules, "peft", None)  # as if peft were not installed
     cfg = OmegaConf.create({"model": {"target": "nest_ext.models.salm_nest.NestSALM"}})
     with pytest.raises(SystemExit, match=r"nest_ext.models.salm_nest.NestSALM\) needs `pip install -e '\.\[llm\]'` "

@@ -159,7 +159,8 @@ def test_recipe_config_and_only_connector_and_lora_train(assets):
     assert sum(lora_params.values()) == expected == 2 * 64 * (128 + 96 + 96 + 128 + 192 + 192 + 192)
     # frozen: the whole LLM, the embeddings, the NEST preprocessor and encoder
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    assert any(n.startswith("perception.encoder.") for n in frozen) and any(n.startswith("embed_tokens") for n in frozen)
+    assert any(n.startswith("perception.encoder.") for n in frozen)
+    assert any(n.startswith("embed_tokens") for n in frozen)
     assert model.token_equivalent_duration == pytest.approx(0.16)  # 10 ms hop x NEST 8 x stack 2
 
 
@@ -181,8 +182,41 @@ def test_training_conversation_and_decoding_prompt_agree(assets):
     n = len(decode["input_ids"])
     assert train["input_ids"][:n].tolist() == decode["input_ids"].tolist()
     target = train["input_ids"][train["mask"]].tolist()  # the loss targets: the transcript, then EOS
-    assert target[-1] == model.text_eos_id and model.tokenizer.ids_to_text(target[:-1]).strip() == "Alpha bravo charlie."
+    assert target[-1] == model.text_eos_id
+    assert model.tokenizer.ids_to_text(target[:-1]).strip() == "Alpha bravo charlie."
     assert not train["mask"][:n].any()
+
+
+def test_dataset_reports_conversations_dropped_for_bad_audio(assets, tmp_path, caplog):
+    """NeMo's SALMDataset silently drops a conversation whose audio fails to load; ours names the file."""
+    import shutil
+
+    from lhotse import CutSet
+    from nemo.collections.common.data.prompt_fn import apply_prompt_format_fn
+    from nemo.collections.common.prompts import PromptFormatter
+
+    from nest_ext.data.asr_cuts import read_asr_cuts
+    from nest_ext.data.reporting_salm_dataset import ReportingSALMDataset
+    from nest_ext.data.salm_data import _to_conversation
+
+    model = _model(assets)
+    rows = [json.loads(line) for line in open(assets.manifest)][:2]
+    for i, row in enumerate(rows):
+        row["audio_filepath"] = str(shutil.copy(row["audio_filepath"], tmp_path / f"copy{i}.wav"))
+    cuts = list(read_asr_cuts(write_manifest(tmp_path / "m.json", rows)))  # headers read: both files exist
+    os.remove(tmp_path / "copy1.wav")  # gone before its batch is loaded
+    formatter = PromptFormatter.resolve(model.cfg.prompt_format)(model.tokenizer)
+    conversations = []
+    for cut in cuts:
+        conv = _to_conversation(cut, instruction=model.instruction, audio_locator_tag=model.audio_locator_tag,
+                                token_equivalent_duration=model.token_equivalent_duration)
+        encoded = apply_prompt_format_fn(conv, formatter)
+        conv.input_ids, conv.mask = encoded["input_ids"], encoded["mask"]
+        conversations.append(conv)
+    dataset = ReportingSALMDataset(model.tokenizer)
+    batch = dataset[CutSet(conversations)]
+    assert batch["audios"].shape[0] == 1 and dataset.bad_audio.count == 1
+    assert f"{tmp_path / 'copy1.wav'} (listed at conversation" in caplog.text and "missing file" in caplog.text
 
 
 def _evaluate(ckpt, sets, out_dir, *extra):
@@ -240,7 +274,8 @@ def test_train_evaluate_restore_and_merge(assets, tmp_path):
         wer = (out / name / "wer").read_text()
         assert wer.startswith("%WER ") and "utt: u3" in wer and " ins, " in wer
     summary = (out / "summary.txt").read_text().splitlines()
-    assert summary[0].split()[:3] == ["set", "metric", "%"] and [s.split()[0] for s in summary[1:]] == ["test_a", "test_b"]
+    assert summary[0].split()[:3] == ["set", "metric", "%"]
+    assert [line.split()[0] for line in summary[1:]] == ["test_a", "test_b"]
     cer = _evaluate(ckpt, [assets.manifest], tmp_path / "eval_cer", "--cer", "--no-normalize", "--beam-size", "2")
     assert cer["test_a"]["metric"] == "CER" and cer["test_a"]["n"] == sum(len(t.replace(" ", "")) + 1 for t in TEXTS)
     assert cer["test_a"]["rate"] <= 0.25  # beam search finds the trained transcripts too

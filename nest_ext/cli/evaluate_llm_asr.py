@@ -23,7 +23,6 @@ import argparse
 import itertools
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -37,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="nest-evaluate_llm_asr", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
-    p.add_argument("--test-sets", nargs="+", required=True, help="NeMo manifests, pack_shards folders or data.list files")
+    p.add_argument("--test-sets", nargs="+", required=True,
+                   help="NeMo manifests, pack_shards folders or data.list files")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--cer", action="store_true", help="score characters (without spaces) instead of words")
     p.add_argument("--batch-size", type=int, default=8)
@@ -143,7 +143,10 @@ def summary_table(rows: List[Dict]) -> str:
     lines = [[r["set"], r["metric"], f"{100.0 * r['rate']:.2f}", r["n"], r["substitutions"], r["deletions"],
               r["insertions"], r["utterances"], r["skipped"]] for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines)]
-    fmt = lambda row: "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths)))  # noqa: E731
+
+    def fmt(row):  # set name left-aligned, numbers right-aligned
+        return "  ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(row, widths)))
+
     return "\n".join([fmt(header)] + [fmt(row) for row in lines]) + "\n"
 
 

@@ -180,7 +180,8 @@ class LazyCheckedManifestIterator:
                     cut = cut.truncate(offset=offset, duration=None if duration is None else float(duration),
                                        preserve_id=True)
                 cut.supervisions = [SupervisionSegment(id=utt_id, recording_id=recording.id, start=0.0,
-                                                       duration=cut.duration, channel=cut.channel, text=str(entry["text"]))]
+                                                       duration=cut.duration, channel=cut.channel,
+                                                       text=str(entry["text"]))]
                 cut.custom = {"manifest_origin": where}
                 yield cut
 

@@ -36,7 +36,8 @@ def normalize_transcript(text: str, lowercase: bool = True, punctuation: bool = 
         chars = list(text)
         for i, ch in enumerate(chars):
             if unicodedata.category(ch).startswith("P"):
-                inside_word = ch in "'’" and 0 < i < len(chars) - 1 and chars[i - 1].isalnum() and chars[i + 1].isalnum()
+                inside_word = (ch in "'’" and 0 < i < len(chars) - 1
+                               and chars[i - 1].isalnum() and chars[i + 1].isalnum())
                 if not inside_word:
                     chars[i] = " "
         text = "".join(chars)

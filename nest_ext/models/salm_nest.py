@@ -37,7 +37,6 @@ from transformers import GenerationConfig  # noqa: E402
 from nemo.collections.speechlm2.models import SALM  # noqa: E402
 from nemo.collections.speechlm2.parts.optim_setup import configure_optimizers  # noqa: E402
 from nemo.collections.speechlm2.parts.pretrained import move_embedding  # noqa: E402
-from nemo.utils import logging  # noqa: E402
 
 import nest_ext.models.ssl_models  # noqa: E402,F401  (NEST .nemo files name nest_ext classes)
 from nest_ext.data.salm_data import DEFAULT_INSTRUCTION, register_data_type, salm_loader_config  # noqa: E402
@@ -223,8 +222,9 @@ class NestSALM(SALM):
             with move_embedding(self):
                 llm = self.llm if dtype is None else self.llm.to(dtype)
                 llm.save_pretrained(tmp)
-            AutoTokenizer.from_pretrained(self.cfg.pretrained_llm,
-                                          trust_remote_code=self.cfg.get("trust_remote_code", False)).save_pretrained(tmp)
+            tokenizer = AutoTokenizer.from_pretrained(self.cfg.pretrained_llm,
+                                                      trust_remote_code=self.cfg.get("trust_remote_code", False))
+            tokenizer.save_pretrained(tmp)
             if os.path.isdir(out_dir):
                 os.rmdir(out_dir)  # empty (checked above)
             os.replace(tmp, out_dir)
