@@ -276,7 +276,11 @@ def test_train_evaluate_restore_and_merge(assets, tmp_path):
     summary = (out / "summary.txt").read_text().splitlines()
     assert summary[0].split()[:3] == ["set", "metric", "%"]
     assert [line.split()[0] for line in summary[1:]] == ["test_a", "test_b"]
-    cer = _evaluate(ckpt, [assets.manifest], tmp_path / "eval_cer", "--cer", "--no-normalize", "--beam-size", "2")
+    with_missing = write_manifest(tmp_path / "test_c.json", [json.loads(line) for line in open(assets.manifest)]
+                                  + [{"audio_filepath": str(tmp_path / "gone.wav"), "text": "x"}])
+    cer = _evaluate(ckpt, [assets.manifest, with_missing], tmp_path / "eval_cer", "--cer", "--no-normalize",
+                    "--beam-size", "2")
+    assert (cer["test_c"]["utterances"], cer["test_c"]["skipped"]) == (4, 1)  # reported and left out
     assert cer["test_a"]["metric"] == "CER" and cer["test_a"]["n"] == sum(len(t.replace(" ", "")) + 1 for t in TEXTS)
     assert cer["test_a"]["rate"] <= 0.25  # beam search finds the trained transcripts too
 
@@ -335,3 +339,7 @@ def test_train_py_two_process_cpu_ddp(assets, tmp_path):
     lightning_ckpt = torch.load(ckpts[0], map_location="cpu", weights_only=False)
     assert set(lightning_ckpt["state_dict"]) == keys and lightning_ckpt["global_step"] == 2
     assert "val_loss" in out
+    from nest_ext.models.salm_nest import NestSALM
+
+    restored = NestSALM.restore_from(str(ckpts[0]))  # what evaluate_llm_asr / merge_lora take
+    assert torch.equal(restored.trainable_state_dict()[sorted(keys)[0]], lightning_ckpt["state_dict"][sorted(keys)[0]])

@@ -64,6 +64,8 @@ def _load_batch(cuts, sample_rate: int, report):
     import numpy as np
     import torch
 
+    from nest_ext.data.reporting_salm_dataset import describe_bad_audio
+
     signals, kept = [], []
     for cut in cuts:
         try:
@@ -73,7 +75,8 @@ def _load_batch(cuts, sample_rate: int, report):
             if audio.size == 0:
                 raise ValueError("no audio frames")
         except Exception as e:  # whatever the audio backend raises
-            report.add(cut.id, f"audio could not be loaded ({type(e).__name__}: {e})", stage="evaluate")
+            path, reason = describe_bad_audio(cut)
+            report.add(path, f"{reason} ({type(e).__name__}: {e})", where=f"utterance {cut.id}", stage="evaluate")
             continue
         signals.append(torch.from_numpy(audio))
         kept.append(cut)
@@ -98,9 +101,9 @@ def evaluate_set(model, path: str, out_dir: Path, args) -> Dict:
     name = set_name(path)
     norm = (lambda t: t.strip()) if args.no_normalize else (
         lambda t: normalize_transcript(t, lowercase=not args.keep_case, punctuation=not args.keep_punctuation))
-    cuts = read_asr_cuts(path, train=False)
+    report = BadAudioReport("skip", name=f"test set {name}")  # counts what the readers skip, too
+    cuts = read_asr_cuts(path, train=False, report=report)
     total = _count_lines(path) if detect_layout(path) == "nemo-manifest" else None  # shards: unknown up front
-    report = BadAudioReport("skip", name=f"test set {name}")
     ids: List[str] = []
     hyps: List[str] = []
     refs: List[str] = []

@@ -35,7 +35,7 @@ import glob
 import json
 import os
 import re
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from nest_ext.data.wenet_shards import DATA_LIST, wenet_cuts
 from nest_ext.parts.audio_checks import BadAudioError, BadAudioReport, check_audio_info, read_audio_info
@@ -70,15 +70,17 @@ def detect_layout(path: str) -> str:
 
 
 def read_asr_cuts(path: str, train: bool = False, shard_seed: Union[int, str] = "trng",
-                  on_bad_audio: str = "skip"):
-    """A lazy ``CutSet`` of transcribed utterances from ``path`` (any of ``LAYOUTS``); see the module doc."""
+                  on_bad_audio: str = "skip", report: Optional[BadAudioReport] = None):
+    """A lazy ``CutSet`` of transcribed utterances from ``path`` (any of ``LAYOUTS``); see the module doc.
+    ``report``: where our readers (manifest, WeNet) count what they skip, instead of a report of their own."""
     from lhotse import CutSet
 
     layout = detect_layout(path)
     if layout == "nemo-manifest":
-        cuts = CutSet(LazyCheckedManifestIterator(path, on_bad_audio))
+        cuts = CutSet(LazyCheckedManifestIterator(path, on_bad_audio, report))
     elif layout == "wenet":
-        cuts = wenet_cuts(path, shuffle_shards=train, shard_seed=shard_seed, on_bad_audio=on_bad_audio, repeat=train)
+        cuts = wenet_cuts(path, shuffle_shards=train, shard_seed=shard_seed, on_bad_audio=on_bad_audio, repeat=train,
+                          report=report)
     elif layout == "lhotse-shar":
         folder = path if os.path.isdir(path) else os.path.dirname(path)
         cuts = CutSet.from_shar(in_dir=os.path.join(folder, SHAR_DIR), shuffle_shards=train, seed=shard_seed)
@@ -136,9 +138,9 @@ class LazyCheckedManifestIterator:
     does). The cut id is the entry's ``utt_id`` or ``id``, else the audio file's stem.
     """
 
-    def __init__(self, manifest: str, on_bad_audio: str = "skip"):
+    def __init__(self, manifest: str, on_bad_audio: str = "skip", report: Optional[BadAudioReport] = None):
         self.manifest = manifest
-        self.report = BadAudioReport(on_bad_audio, name=f"manifest {manifest}")
+        self.report = report or BadAudioReport(on_bad_audio, name=f"manifest {manifest}")
 
     def __iter__(self) -> Iterator:
         from lhotse import AudioSource, Recording, SupervisionSegment

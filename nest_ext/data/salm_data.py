@@ -29,7 +29,7 @@ import os
 from functools import partial
 from typing import Any, Dict, Mapping
 
-from nest_ext.data.asr_cuts import read_asr_cuts
+from nest_ext.data.asr_cuts import detect_layout, read_asr_cuts
 from nest_ext.parts.audio_checks import get_on_bad_audio
 
 DATA_TYPE = "nest_asr_as_conversation"
@@ -94,7 +94,7 @@ def read_asr_as_conversation(config) -> tuple:
                             audio_locator_tag=config.audio_locator_tag,
                             token_equivalent_duration=config.token_equivalent_duration))
     # tarred layouts stream (NeMo's iterable-dataset path); a manifest is a map-style dataset
-    return cuts, not str(config.path).endswith(".json")
+    return cuts, detect_layout(str(config.path)) != "nemo-manifest"
 
 
 def register_data_type() -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import random
 import tarfile
-from typing import Iterator, List, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 from nest_ext.parts.audio_checks import BadAudioReport
 
@@ -70,15 +70,18 @@ class LazyWenetShardIterator:
         shuffle_shards: visit the tars in a random order (seeded by ``shard_seed``, resolved at iteration
             time like lhotse's and NeMo's tarred readers: ``"trng"`` / ``"randomized"`` / an int).
         on_bad_audio: ``"skip"`` (report and go on) or ``"error"``.
+        report: a :class:`BadAudioReport` to count into (a caller's, to total several readers); replaces
+            ``on_bad_audio``.
     """
 
     def __init__(self, source: Union[str, Sequence[str]], shuffle_shards: bool = False,
-                 shard_seed: Union[int, str] = "trng", on_bad_audio: str = "skip"):
+                 shard_seed: Union[int, str] = "trng", on_bad_audio: str = "skip",
+                 report: Optional[BadAudioReport] = None):
         self.source = source
         self.paths = shard_paths(source)
         self.shuffle_shards = shuffle_shards
         self.shard_seed = shard_seed
-        self.report = BadAudioReport(on_bad_audio, name=f"WeNet shards {source}")
+        self.report = report or BadAudioReport(on_bad_audio, name=f"WeNet shards {source}")
 
     def __iter__(self) -> Iterator:
         paths = list(self.paths)
@@ -142,11 +145,11 @@ class LazyWenetShardIterator:
 
 
 def wenet_cuts(source: Union[str, Sequence[str]], shuffle_shards: bool = False, shard_seed="trng",
-               on_bad_audio: str = "skip", repeat: bool = False):
+               on_bad_audio: str = "skip", repeat: bool = False, report: Optional[BadAudioReport] = None):
     """A lazy ``CutSet`` over WeNet shards (``repeat``: endless, for training)."""
     from lhotse import CutSet
 
-    cuts = CutSet(LazyWenetShardIterator(source, shuffle_shards, shard_seed, on_bad_audio))
+    cuts = CutSet(LazyWenetShardIterator(source, shuffle_shards, shard_seed, on_bad_audio, report))
     return cuts.repeat(preserve_id=True) if repeat else cuts
 
 
