@@ -60,17 +60,31 @@ def build_callbacks(cfg: DictConfig, configured=()) -> list:
 
 
 def model_class(cfg: DictConfig):
-    """``cfg.model.target`` if set (a ``ModelPT`` subclass), else nest_ext's NEST model."""
+    """``cfg.model.target`` if set (a ``ModelPT`` or, like NeMo's SALM, a ``LightningModule`` subclass), else
+    nest_ext's NEST model. A class whose optional dependencies are missing exits naming the extra to install."""
     import hydra.utils
+    from lightning.pytorch import LightningModule
 
     from nemo.core.classes import ModelPT
 
     import nest_ext.models.ssl_models  # noqa: F401  (lets NeMo instantiate nest_ext.* targets)
+    from nest_ext.parts.extras import MissingExtraError
 
     target = cfg.model.get("target", None) or DEFAULT_MODEL
-    cls = hydra.utils.get_class(target)
-    if not (isinstance(cls, type) and issubclass(cls, ModelPT)):
-        raise SystemExit(f"model.target={target!r} is not a NeMo model class (a ModelPT subclass)")
+    try:
+        cls = hydra.utils.get_class(target)
+    except ImportError as e:
+        cause = e
+        while cause is not None and not isinstance(cause, MissingExtraError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        from hydra.core.hydra_config import HydraConfig
+
+        name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "this config"
+        raise SystemExit(f"config {name} (model.target={target}) {cause}") from None
+    if not (isinstance(cls, type) and issubclass(cls, (ModelPT, LightningModule))):
+        raise SystemExit(f"model.target={target!r} is not a NeMo model class (a ModelPT or LightningModule subclass)")
     return cls
 
 
@@ -138,11 +152,12 @@ def main(cfg: DictConfig):
         if path is None:  # no checkpoint callback wrote one: save the final model
             from nest_ext.parts.atomic_io import atomic_path, remove_temps
 
-            path = Path(log_dir or ".") / f"{cfg.name}.nemo"
+            suffix = getattr(model, "SAVE_SUFFIX", ".nemo")  # NestSALM: a small .ckpt of the trained weights
+            path = Path(log_dir or ".") / f"{cfg.name}{suffix}"
             remove_temps(path, only_orphans=True)  # what a save killed in an earlier run left
-            with atomic_path(path, suffix=".nemo") as tmp:  # NeMo wants the .nemo suffix
+            with atomic_path(path, suffix=suffix) as tmp:  # NeMo wants the .nemo suffix
                 model.save_to(tmp)
-        print(f"\nTrained model (.nemo): {Path(path).resolve()}", flush=True)
+        print(f"\nTrained model ({Path(path).suffix}): {Path(path).resolve()}", flush=True)
 
 
 if __name__ == "__main__":

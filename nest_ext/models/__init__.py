@@ -3,6 +3,7 @@ from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
+    "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
 }
 
