@@ -105,7 +105,7 @@ def test_every_layout_gives_the_same_transcribed_utterances(corpus):
 
 def test_bad_manifest_entries_are_reported_by_line_and_skipped(corpus, tmp_path, caplog):
     from nest_ext.data.asr_cuts import read_asr_cuts
-    from nest_ext.data.audio_io import BadAudioErrorNone
+    from nest_ext.data.audio_io import BadAudioError
 
     _, manifest = corpus
     rows = [json.loads(line) for line in open(manifest)]
@@ -127,7 +127,7 @@ def test_bad_manifest_entries_are_reported_by_line_and_skipped(corpus, tmp_path,
 
 def test_wenet_shards_report_and_skip_bad_members(tmp_path, caplog):
     from nest_ext.data.wenet_shards import LazyWenetShardIterator
-    from nest_ext.data.audio_io import BadAudioErrorNone
+    from nest_ext.data.audio_io import BadAudioError
 
     good = _wav_bytes(speech_like(0.3, seed=1))
     with tarfile.open(tmp_path / "shards_000000000.tar", "w") as tar:

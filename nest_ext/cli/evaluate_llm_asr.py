@@ -95,7 +95,7 @@ def evaluate_set(model, path: str, out_dir: Path, args) -> Dict:
     from nest_ext.data.salm_data import set_name
     from nest_ext.metrics.error_rate import ErrorCounts, normalize_transcript, utterance_counts
     from nest_ext.parts.atomic_io import atomic_write
-    from nest_ext.data.bad_audio import BadAudioReportNone
+    from nest_ext.data.bad_audio import BadAudioReport
     from nest_ext.parts.progress import Progress
 
     name = set_name(path)

@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, Dict, Mapping
 
 from nest_ext.data.asr_cuts import detect_layout, read_asr_cuts
-from nest_ext.data.bad_audio import get_on_bad_audioNone
+from nest_ext.data.bad_audio import get_on_bad_audio
 
 DATA_TYPE = "nest_asr_as_conversation"
 DEFAULT_INSTRUCTION = "Transcribe the audio."

@@ -29,7 +29,7 @@ import random
 import tarfile
 from typing import Iterator, List, Optional, Sequence, Union
 
-from nest_ext.data.bad_audio import BadAudioReportNone
+from nest_ext.data.bad_audio import BadAudioReport
 
 AUDIO_EXTENSIONS = ("wav", "flac", "mp3", "m4a", "ogg", "opus", "wma")  # WeNet's AUDIO_FORMAT_SETS
 TEXT_EXTENSION = "txt"
