@@ -4,7 +4,7 @@ import importlib
 _EXPORTS = {
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
-    "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
+    "RestorationGANModel": "nest_ext.models.restoration_gan",
 }
 
 __all__ = list(_EXPORTS)
