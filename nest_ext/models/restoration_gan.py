@@ -250,7 +250,8 @@ class RestorationGANModel(AudioToAudioModel):
                 sched["max_steps"] = max(1, per_epoch * max(1, epochs - first_epoch))
             if sched.get("warmup_steps") is None and sched.get("warmup_ratio") is None:
                 sched["warmup_steps"] = int(round(float(warmup_epochs) * per_epoch))
-            schedulers.append(prepare_lr_scheduler(optimizer, sched))
+            scheduler = prepare_lr_scheduler(optimizer, sched)  # stepped by training_step (manual optimisation)
+            schedulers.append({"scheduler": scheduler["scheduler"], "interval": scheduler["interval"]})
         if schedulers and len(schedulers) != 2:
             raise ValueError("set a sched for both optim.generator and optim.discriminator, or for neither")
         return (optimizers, schedulers) if schedulers else optimizers

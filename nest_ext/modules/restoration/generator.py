@@ -6,10 +6,14 @@ network with one output (:mod:`nest_ext.modules.mossformer2`), composed by
 
     restored = x + gate * correction
 
-with ``gate`` one learned scalar, initialised to ``gate_init`` (0 by default, as in ReZero, Bachlechner et al.
-2020): an untrained generator is the identity, so the reconstruction losses start at the degraded input's
-distance instead of at a random network's, and the GAN never sees noise from the generator. The gradient
-reaches the gate at once, the rest of the network as soon as the gate has moved.
+with ``gate`` one learned scalar initialised to ``gate_init``. The randomly initialised correction is already
+small (measured on speech: 18 dB below the input for the recipe's generator, 27-31 dB for the tiny one), so
+with the default ``gate_init`` 0.1 an untrained generator is within ~38 dB of the identity: the reconstruction
+losses start at the degraded input's distance instead of a random network's, and the GAN starts from the
+input, not from noise. ``gate_init: 0`` gives the exact identity (ReZero, Bachlechner et al. 2020) but learns
+slower: the correction then reaches the output only as fast as the optimiser moves the one scalar (on the
+tiny model, 96 AdamW steps at lr 1e-3 cut the multi-resolution STFT distance by 5% with gate_init 0, 8% with
+0.1 and 12% with 1.0).
 
 Example:
     >>> import torch
@@ -17,7 +21,7 @@ Example:
     ...                                       group_size=16, query_key_dim=32, fsmn_inner_dim=16)
     >>> x = torch.randn(2, 1603)
     >>> y = gen(x)
-    >>> tuple(y.shape), bool(torch.equal(y[:, 0], x))     # identity until trained
+    >>> tuple(y.shape), float(((y[:, 0] - x) ** 2).sum() / (x ** 2).sum()) < 1e-3    # near the identity
     ((2, 1, 1603), True)
 """
 import torch
@@ -38,7 +42,7 @@ class MossFormer2RestorationGenerator(EncoderMaskerDecoder, nn.Module):
         embedding_dim: encoder filters ``N``.
         sequence_dim: width ``D`` of the MossFormer2 layers.
         num_layers: number of MossFormer2 layers.
-        gate_init: initial value of the residual gate (0: the identity).
+        gate_init: initial value of the residual gate (0: exactly the identity).
         masknet_kwargs: more :class:`MossFormer2MaskNet` arguments (``group_size``, ``query_key_dim``,
             ``fsmn_inner_dim``, ``dropout``, ...).
     """
@@ -49,7 +53,7 @@ class MossFormer2RestorationGenerator(EncoderMaskerDecoder, nn.Module):
         embedding_dim: int = 256,
         sequence_dim: int = 256,
         num_layers: int = 8,
-        gate_init: float = 0.0,
+        gate_init: float = 0.1,
         **masknet_kwargs,
     ):
         super().__init__()
