@@ -25,5 +25,7 @@ setup(
         "test": ["pytest>=7", "pytest-timeout"],
         # evaluate_separation.py: PNG report (matplotlib), PESQ and STOI columns when installed
         "eval": ["matplotlib", "pesq", "pystoi"],
+        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics)
+        "restoration": ["pyroomacoustics>=0.7"],
     },
 )

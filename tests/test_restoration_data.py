@@ -172,3 +172,11 @@ def test_default_chain_cost_per_pair(clean):
     per_pair = (time.process_time() - start) / 20
     assert per_pair < 0.12, f"default chain takes {1000 * per_pair:.0f} ms CPU per 4 s pair"
     json.dumps(chain.degrade(x, SR, 0, "u0")[1])  # the record of what was applied is JSON (for manifests)
+
+
+def test_pyroomacoustics_reverb_when_installed(clean):
+    pytest.importorskip("pyroomacoustics", reason="optional: pip install 'nest_ext[restoration]'")
+    out, (info,) = _one("reverb", simulator="pyroomacoustics", rt60=[0.4, 0.4]).degrade(clean, SR, 0, "u")
+    assert out.shape == clean.shape and np.isfinite(out).all() and len(info["room"]) == 3
+    lags = {lag: _corr(np.roll(out, -lag), clean) for lag in (-16, -4, 0, 4, 16)}
+    assert max(lags, key=lags.get) == 0 and lags[0] < 0.99  # aligned on the direct path, but reverberant

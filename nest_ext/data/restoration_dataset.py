@@ -46,6 +46,10 @@ from nest_ext.data.separation_dataset import DEFAULT_INPUT_KEY, DEFAULT_TARGET_K
 __all__ = ["RestorationDataset", "get_restoration_dataset_from_config"]
 
 DEFAULT_CLEAN_KEY = "audio_filepath"
+_CONFIG_KEYS = (
+    "manifest_filepath", "sample_rate", "segment_seconds", "degrade_on_the_fly", "degradations", "clean_key",
+    "input_key", "target_key", "min_duration", "max_duration", "on_bad_audio", "seed",
+)
 
 
 class RestorationDataset(SeparationDataset):
@@ -94,25 +98,11 @@ class RestorationDataset(SeparationDataset):
 def get_restoration_dataset_from_config(config: Any) -> RestorationDataset:
     """Build a :class:`RestorationDataset` from a ``train_ds``/``validation_ds``/``test_ds`` config (dict or DictConfig).
 
-    Keys: ``manifest_filepath``, ``sample_rate``, ``segment_seconds``, ``degrade_on_the_fly``, ``degradations``,
-    ``clean_key``, ``input_key``, ``target_key``, ``min_duration``, ``max_duration``, ``on_bad_audio``, ``seed``.
-    DataLoader keys (``batch_size``, ``shuffle``, ``num_workers``, ...) are for the caller.
+    Keys: ``_CONFIG_KEYS`` (null means the default); DataLoader keys (``batch_size``, ``shuffle``,
+    ``num_workers``, ...) are for the caller.
     """
-    cfg = _to_dict(config)
+    cfg = {key: value for key, value in _to_dict(config).items() if key in _CONFIG_KEYS and value is not None}
     for key in ("manifest_filepath", "sample_rate"):
-        if cfg.get(key) is None:
+        if key not in cfg:
             raise ValueError(f"restoration dataset config needs '{key}'")
-    return RestorationDataset(
-        manifest_filepath=cfg["manifest_filepath"],
-        sample_rate=cfg["sample_rate"],
-        segment_seconds=cfg.get("segment_seconds"),
-        degrade_on_the_fly=bool(cfg.get("degrade_on_the_fly", False)),
-        degradations=cfg.get("degradations"),
-        clean_key=cfg.get("clean_key") or DEFAULT_CLEAN_KEY,
-        input_key=cfg.get("input_key") or DEFAULT_INPUT_KEY,
-        target_key=cfg.get("target_key") or DEFAULT_TARGET_KEY,
-        min_duration=cfg.get("min_duration"),
-        max_duration=cfg.get("max_duration"),
-        on_bad_audio=cfg.get("on_bad_audio", "skip") or "skip",
-        seed=cfg.get("seed", 0) or 0,
-    )
+    return RestorationDataset(**cfg)

@@ -43,12 +43,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.collections.tts.losses.audio_codec_loss import TimeDomainLoss
 from nemo.collections.tts.losses.stftlosses import MultiResolutionSTFTLoss
-from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
+from nemo.core.neural_types import NeuralType
 from nemo.utils import logging
 
 from nest_ext.losses.pit_sisdr import si_sdr_valid
 from nest_ext.modules.restoration.discriminators import discriminate, named_discriminators
 from nest_ext.parts.dataloader_options import dataloader_kwargs
+from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
 __all__ = ["RestorationGANModel"]
@@ -102,27 +103,16 @@ class RestorationGANModel(AudioToAudioModel):
     @property
     def input_types(self) -> Dict[str, NeuralType]:
         # Documented, not enforced with @typecheck: forward also takes [B, T] input.
-        return {
-            "input_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "input_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "input")
 
     @property
     def output_types(self) -> Dict[str, NeuralType]:
-        return {
-            "output_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "output_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "output")
 
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Restore a batch: ``input_signal [B, 1, T]`` or ``[B, T]``, ``input_length [B]`` ->
         ``(output [B, 1, T], length [B])``; samples past each length are zero."""
-        if input_signal.ndim == 3:
-            if input_signal.size(1) != 1:
-                raise ValueError(f"expected single-channel audio [B, 1, T], got {tuple(input_signal.shape)}")
-            input_signal = input_signal[:, 0]
-        elif input_signal.ndim != 2:
-            raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(input_signal.shape)}")
+        input_signal = as_mono_batch(input_signal)
         batch, time = input_signal.shape
         if input_length is None:
             input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
@@ -169,19 +159,25 @@ class RestorationGANModel(AudioToAudioModel):
         output, _ = self.forward(input_signal=input_signal, input_length=input_length)
         return self._reconstruction(target_signal[:, 0], output[:, 0], input_length)[2]
 
-    def _step(self, optimizer, module: torch.nn.Module, name: str, metrics: dict):
-        """Step ``optimizer`` unless ``module``'s gradient norm is non-finite; clip it first when configured."""
+    def _update(self, optimizer, scheduler, module: torch.nn.Module, name: str, loss: torch.Tensor, metrics: dict):
+        """Backward ``loss`` and step ``optimizer`` (toggled by the caller) unless ``module``'s gradient norm is
+        non-finite, clipping it first when configured; then untoggle and step the schedule."""
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
         grads = [p.grad for p in module.parameters() if p.grad is not None]
         norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else torch.zeros(())
         metrics[f"train/grad_norm_{name}"] = norm.detach()
         if self.skip_nan_gradients and not torch.isfinite(norm):
             logging.warning(f"non-finite {name} gradient norm ({norm}) at global step {self.global_step}: step skipped")
             optimizer.zero_grad(set_to_none=True)
-            return
-        if self.clip_grad_norm.get(name) is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=float(self.clip_grad_norm[name]),
-                                gradient_clip_algorithm="norm")
-        optimizer.step()
+        else:
+            if self.clip_grad_norm.get(name) is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=float(self.clip_grad_norm[name]),
+                                    gradient_clip_algorithm="norm")
+            optimizer.step()
+        self.untoggle_optimizer(optimizer)
+        if scheduler is not None:
+            scheduler.step()
 
     def training_step(self, batch, batch_idx):
         opt_g, opt_d = self.optimizers()
@@ -195,12 +191,7 @@ class RestorationGANModel(AudioToAudioModel):
             self.toggle_optimizer(opt_d)
             scores_real, scores_fake, _, _ = self._run_discriminators(real, fake.detach(), metrics)
             d_loss = self.discriminator_loss(disc_scores_real=scores_real, disc_scores_gen=scores_fake)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            self._step(opt_d, self.discriminator, "discriminator", metrics)
-            self.untoggle_optimizer(opt_d)
-            if sched_d is not None:
-                sched_d.step()
+            self._update(opt_d, sched_d, self.discriminator, "discriminator", d_loss, metrics)
             metrics["train/d_loss"] = d_loss.detach()
 
         self.toggle_optimizer(opt_g)  # the discriminator gets no gradient from the generator's loss
@@ -212,12 +203,7 @@ class RestorationGANModel(AudioToAudioModel):
             fm = self.feature_matching_loss(fmaps_real=fmaps_real, fmaps_gen=fmaps_fake)
             g_loss = g_loss + self.loss_weights["adversarial"] * adv + self.loss_weights["feature_matching"] * fm
             metrics.update({"train/adv": adv.detach(), "train/fm": fm.detach()})
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(g_loss)
-        self._step(opt_g, self.generator, "generator", metrics)
-        self.untoggle_optimizer(opt_g)
-        if sched_g is not None:
-            sched_g.step()
+        self._update(opt_g, sched_g, self.generator, "generator", g_loss, metrics)
 
         metrics["train/g_loss"] = g_loss.detach()
         metrics["train/lr_generator"] = torch.tensor(opt_g.param_groups[0]["lr"])
