@@ -34,6 +34,8 @@ setup(
         # LLM-based ASR (NeMo's SALM with LoRA: config/salm_nest_lora.yaml); DeepSpeed is optional (ZeRO-2)
         "llm": LLM,
         "deepspeed": ["deepspeed"],
+        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics)
+        "restoration": ["pyroomacoustics>=0.7"],
     },
     entry_points={
         "console_scripts": [

@@ -3,8 +3,9 @@ from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
-    "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
+    "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra
+    "RestorationGANModel": "nest_ext.models.restoration_gan",
 }
 
 __all__ = sorted(_EXPORTS)

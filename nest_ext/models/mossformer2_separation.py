@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.core.classes.common import PretrainedModelInfo
-from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
+from nemo.core.neural_types import NeuralType
 from nemo.utils import logging
 
 from nest_ext.data.audio_io import load_audio
@@ -41,6 +41,7 @@ from nest_ext.metrics.si_sdr import pit_si_sdr_scores
 from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.dataloader_options import dataloader_kwargs
+from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
 __all__ = ["MossFormer2SeparationModel"]
@@ -115,17 +116,11 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
     @property
     def input_types(self) -> Dict[str, NeuralType]:
         # Documented, not enforced with @typecheck: forward also takes [B, T] mixtures.
-        return {
-            "input_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "input_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "input")
 
     @property
     def output_types(self) -> Dict[str, NeuralType]:
-        return {
-            "output_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "output_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "output")
 
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Separate a batch of mixtures.
@@ -138,12 +133,7 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
         Returns:
             (estimates [B, num_spks, T], length [B]).
         """
-        if input_signal.ndim == 3:
-            if input_signal.size(1) != 1:
-                raise ValueError(f"expected a single-channel mixture [B, 1, T], got {tuple(input_signal.shape)}")
-            input_signal = input_signal[:, 0]
-        elif input_signal.ndim != 2:
-            raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(input_signal.shape)}")
+        input_signal = as_mono_batch(input_signal)
         batch, time = input_signal.shape
         if input_length is None:
             input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
