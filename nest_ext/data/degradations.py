@@ -169,9 +169,9 @@ def _noise(x, sr, rng, p):
 
 
 def _noise_segment(path, n, sr, rng):
-    from nest_ext.data.noise_sampling import audio_info
+    from nest_ext.data.noise_sampling import cached_audio_info
 
-    info = audio_info(path)
+    info = cached_audio_info(path)
     need = int(np.ceil(n * info.samplerate / sr)) + 16
     start = int(rng.integers(0, info.frames - need + 1)) if info.frames > need else 0
     seg = _read_audio(path, sr, start, need if info.frames > need else -1)
