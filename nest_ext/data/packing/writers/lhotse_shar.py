@@ -63,8 +63,6 @@ class SharShardWriter(ShardWriter):
                 os.path.join(out_dir, f"shar.{shard_id:06d}")]  # base name of the temporary folder
 
     def __init__(self, out_dir: str, shard_id: int, shar_audio_format: str = "flac", **options):
-        from lhotse.shar import SharWriter
-
         super().__init__(out_dir, shard_id)
         self.tmp_dir = self.temp_for(self.outputs(out_dir, shard_id)[2], directory=True)
         self.audio_format = shar_audio_format
