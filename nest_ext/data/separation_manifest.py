@@ -13,12 +13,12 @@ Example::
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple, Union
 
 from nest_ext.data.bad_audio import BadAudioReport
+from nest_ext.data.json_lines import json_lines
 
 __all__ = ["DEFAULT_INPUT_KEY", "DEFAULT_TARGET_KEY", "SeparationExample", "load_separation_manifest", "manifest_list"]
 
@@ -87,42 +87,37 @@ def load_separation_manifest(
     for manifest in manifest_list(manifest_filepath):
         if not os.path.isfile(manifest):
             raise FileNotFoundError(f"manifest {manifest} does not exist")
-        with open(manifest, "r", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
+        for where, entry, error in json_lines(manifest):
+            if error is not None:
+                problem(where, error)
+                continue
+            if input_key not in entry or target_key not in entry:
+                problem(where, f"needs keys '{input_key}' and '{target_key}'")
+                continue
+            targets = entry[target_key]
+            targets = [targets] if isinstance(targets, str) else list(targets)
+            if num_spks is not None and len(targets) != num_spks:
+                problem(where, f"{len(targets)} target files, the config says num_spks={num_spks}")
+                continue
+            duration = entry.get("duration")
+            if duration is not None:
+                if min_duration is not None and duration < min_duration:
                     continue
-                where = f"{manifest}:{line_no}"
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError as e:
-                    problem(where, f"not valid JSON ({e})")
+                if max_duration is not None and duration > max_duration:
                     continue
-                if input_key not in entry or target_key not in entry:
-                    problem(where, f"needs keys '{input_key}' and '{target_key}'")
+            mix = _resolve(entry[input_key], manifest)
+            targets = [_resolve(t, manifest) for t in targets]
+            if check_files:
+                missing = [p for p in [mix] + targets if not os.path.isfile(p)]
+                if missing:
+                    problem(where, "missing file(s)", ", ".join(missing))
                     continue
-                targets = entry[target_key]
-                targets = [targets] if isinstance(targets, str) else list(targets)
-                if num_spks is not None and len(targets) != num_spks:
-                    problem(where, f"{len(targets)} target files, the config says num_spks={num_spks}")
-                    continue
-                duration = entry.get("duration")
-                if duration is not None:
-                    if min_duration is not None and duration < min_duration:
-                        continue
-                    if max_duration is not None and duration > max_duration:
-                        continue
-                mix = _resolve(entry[input_key], manifest)
-                targets = [_resolve(t, manifest) for t in targets]
-                if check_files:
-                    missing = [p for p in [mix] + targets if not os.path.isfile(p)]
-                    if missing:
-                        problem(where, "missing file(s)", ", ".join(missing))
-                        continue
-                speakers = entry.get("speaker_ids")
-                if speakers is not None and len(speakers) != len(targets):
-                    problem(where, f"{len(speakers)} speaker_ids for {len(targets)} targets")
-                    continue
-                examples.append(
-                    SeparationExample(mix, targets, duration, list(speakers) if speakers else None, manifest, line_no)
-                )
+            speakers = entry.get("speaker_ids")
+            if speakers is not None and len(speakers) != len(targets):
+                problem(where, f"{len(speakers)} speaker_ids for {len(targets)} targets")
+                continue
+            examples.append(
+                SeparationExample(mix, targets, duration, list(speakers) if speakers else None, manifest,
+                                  int(where.rsplit(":", 1)[1]))
+            )
     return examples, problems

@@ -44,6 +44,7 @@ import soundfile as sf
 
 from nest_ext.data.bad_audio import BadAudioReport
 from nest_ext.data.dynamic_mixing import SourceUtterance
+from nest_ext.data.json_lines import json_lines
 from nest_ext.data.speaker_ids import compile_speaker_regex, resolve_speakers, speaker_ids_from_name
 from nest_ext.data.tarred_shards import (
     iter_tar_samples, load_tarred_manifest, rank_shards, select_shar_shards, shar_fields, shard_id_of,
@@ -103,31 +104,28 @@ def read_source_pool_manifest(path: str, speaker_key: Optional[str] = None, spea
     regex = compile_speaker_regex(speaker_regex)
     base = os.path.dirname(os.path.abspath(path))
     paths, speakers = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                entry = json.loads(line)
-                if "target_filepath" in entry:  # a separation manifest: its sources
-                    files = entry["target_filepath"]
-                    files = [files] if isinstance(files, str) else list(files)
-                    ids = entry.get("speaker_ids") or [None] * len(files)
-                else:
-                    files, ids = [entry["audio_filepath"]], [None]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
+    for where, entry, error in json_lines(path):
+        try:
+            if error is not None:
+                raise ValueError(error)
+            if "target_filepath" in entry:  # a separation manifest: its sources
+                files = entry["target_filepath"]
+                files = [files] if isinstance(files, str) else list(files)
+                ids = entry.get("speaker_ids") or [None] * len(files)
+            else:
+                files, ids = [entry["audio_filepath"]], [None]
+        except (ValueError, KeyError, TypeError) as e:
+            if report is not None:
+                report.add(path, f"invalid source pool line ({type(e).__name__}: {e})", where, "start")
+            continue
+        for file, spk in zip(files, ids):
+            file = _resolve(file, base)
+            if not os.path.isfile(file):
                 if report is not None:
-                    report.add(path, f"invalid source pool line ({type(e).__name__}: {e})", where, "start")
+                    report.add(file, "missing file", where, "start")
                 continue
-            for file, spk in zip(files, ids):
-                file = _resolve(file, base)
-                if not os.path.isfile(file):
-                    if report is not None:
-                        report.add(file, "missing file", where, "start")
-                    continue
-                paths.append(file)
-                speakers.append(spk if spk not in (None, "") else _speaker_of(entry, file, speaker_key, regex))
+            paths.append(file)
+            speakers.append(spk if spk not in (None, "") else _speaker_of(entry, file, speaker_key, regex))
     resolved, unknown = resolve_speakers(paths, speakers, mode)
     _warn_unknown(path, unknown, len(paths), mode)
     return [SourceUtterance(p, s) for p, s in resolved]

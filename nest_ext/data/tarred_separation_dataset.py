@@ -99,27 +99,13 @@ class TarredSeparationDataset(torch.utils.data.IterableDataset):
 
     collate_fn = staticmethod(collate_separation_batch)
 
-    def __init__(
-        self,
-        manifest_filepath: Union[str, Sequence[str]],
-        tarred_audio_filepaths: Union[str, Sequence[str]],
-        sample_rate: int,
-        num_spks: int = 2,
-        segment_seconds: Optional[float] = None,
-        dynamic_mixing: bool = False,
-        speed_perturb: bool = False,
-        speed_factors: Sequence[float] = DEFAULT_SPEED_FACTORS,
-        min_duration: Optional[float] = None,
-        max_duration: Optional[float] = None,
-        on_bad_audio: str = "skip",
-        seed: int = 0,
-        shuffle: bool = True,
-        shuffle_n: int = DEFAULT_SHUFFLE_N,
-        shard_strategy: str = "scatter",
-        global_rank: int = 0,
-        world_size: int = 1,
-        **mixing,
-    ):
+    def __init__(self, manifest_filepath: Union[str, Sequence[str]], tarred_audio_filepaths: Union[str, Sequence[str]],
+                 sample_rate: int, num_spks: int = 2, segment_seconds: Optional[float] = None,
+                 dynamic_mixing: bool = False, speed_perturb: bool = False,
+                 speed_factors: Sequence[float] = DEFAULT_SPEED_FACTORS, min_duration: Optional[float] = None,
+                 max_duration: Optional[float] = None, on_bad_audio: str = "skip", seed: int = 0, shuffle: bool = True,
+                 shuffle_n: int = DEFAULT_SHUFFLE_N, shard_strategy: str = "scatter", global_rank: int = 0,
+                 world_size: int = 1, **mixing):
         self.bad_audio = BadAudioReport(on_bad_audio, name=str(manifest_filepath), logger=logger)
         self.sample_rate, self.num_spks, self.seed = int(sample_rate), int(num_spks), int(seed)
         self.segment_frames = None if segment_seconds is None else int(round(segment_seconds * self.sample_rate))
@@ -142,7 +128,8 @@ class TarredSeparationDataset(torch.utils.data.IterableDataset):
     def _load_entries(self, manifest, min_duration, max_duration) -> Dict[str, Dict]:
         entries, problems = load_tarred_manifest(manifest, "input_filepath")
         for p in problems:
-            self.bad_audio.add(str(manifest), p.split(": ", 1)[-1], p.rsplit(": ", 1)[0].split(": ")[0], "start")
+            where, reason = p.split(": ", 1)
+            self.bad_audio.add(str(manifest), reason, where, "start")
         kept = {}
         for key, e in entries.items():
             targets = e.get("target_filepath")

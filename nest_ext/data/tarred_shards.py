@@ -29,6 +29,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Un
 import numpy as np
 import torch
 
+from nest_ext.data.json_lines import json_lines
+
 __all__ = [
     "expand_shards",
     "iter_tar_samples",
@@ -130,21 +132,19 @@ def load_tarred_manifest(path: Union[str, Sequence[str]], key_field: str) -> Tup
     for manifest in paths:
         if not os.path.isfile(manifest):
             raise FileNotFoundError(f"tarred manifest {manifest} does not exist")
-        with open(manifest, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    entry = json.loads(line)
-                    member = entry[key_field]
-                    if isinstance(member, list):
-                        member = member[0]
-                    key = os.path.basename(member).split(".")[0]
-                except (json.JSONDecodeError, KeyError, TypeError, IndexError) as e:
-                    problems.append(f"{manifest}:{lineno}: no usable '{key_field}' ({type(e).__name__}: {e})")
-                    continue
-                entry["_where"] = f"{manifest}:{lineno}"
-                entries[key] = entry
+        for where, entry, error in json_lines(manifest):
+            try:
+                if error is not None:
+                    raise ValueError(error)
+                member = entry[key_field]
+                if isinstance(member, list):
+                    member = member[0]
+                key = os.path.basename(member).split(".")[0]
+            except (ValueError, KeyError, TypeError, IndexError) as e:
+                problems.append(f"{where}: no usable '{key_field}' ({type(e).__name__}: {e})")
+                continue
+            entry["_where"] = where
+            entries[key] = entry
     return entries, problems
 
 

@@ -24,7 +24,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 logger = logging.getLogger("nest_ext.pack_shards")
 
@@ -156,35 +156,64 @@ def read_kaldi_text(path: str) -> Dict[str, str]:
     return texts
 
 
+MALFORMED = (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError)  # a manifest line's faults
+
+
+def manifest_lines(path: str, bad: List[BadItem]) -> Iterator[Tuple[str, str]]:
+    """``(origin "path:line", text)`` of each non-blank line of a JSON-lines file; a line that is not UTF-8 goes to
+    ``bad``."""
+    for lineno, line in _lines(path):
+        origin = f"{path}:{lineno}"
+        if line is None:
+            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
+        elif line.strip():
+            yield origin, line
+
+
+def manifest_entries(path: str, bad: List[BadItem], take: Callable[[Dict], Any], what: str
+                     ) -> Iterator[Tuple[str, Dict, Any, float, Optional[float]]]:
+    """``(origin, entry, take(entry), offset, duration)`` for each line of a JSON-lines manifest; ``take`` pops and
+    checks the entry's audio keys (raising one of ``MALFORMED``), offset/duration are popped after it. A line that
+    is not such an object (``what`` names the keys it needs) goes to ``bad``."""
+    for origin, line in manifest_lines(path, bad):
+        try:
+            item = json.loads(line)
+            value = take(item)
+            offset = float(item.pop("offset", 0.0) or 0.0)
+            duration = item.pop("duration", None)
+            duration = None if duration is None else float(duration)
+        except MALFORMED as e:
+            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with {what} and numeric "
+                                               f"offset/duration ({e})"))
+            continue
+        yield origin, item, value, offset, duration
+
+
+def resolve_relative(path: str, base: str) -> str:
+    """A relative path that does not exist from the working directory is taken relative to ``base`` (the
+    manifest's folder, as NeMo does) when it exists there."""
+    if not os.path.isabs(path) and not os.path.exists(path):
+        candidate = os.path.join(base, path)
+        if os.path.exists(candidate):
+            return candidate
+    return path
+
+
 def read_nemo_manifest(path: str) -> Tuple[List[Utterance], List[BadItem]]:
     """Parse a NeMo JSON-lines manifest. Relative ``audio_filepath`` values that do not exist from the
     working directory are taken relative to the manifest's folder (as NeMo does). ``offset`` and
     ``duration`` select a segment, which is cut out. Other keys are carried to the output manifest."""
     utts, bad = [], []
     base = os.path.dirname(os.path.abspath(path))
-    for lineno, line in _lines(path):
-        origin = f"{path}:{lineno}"
-        if line is None:
-            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
-            continue
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
-            if not isinstance(audio, str) or not audio:
-                raise TypeError(f"audio_filepath is {audio!r}")
-            offset = float(item.pop("offset", 0.0) or 0.0)
-            duration = item.pop("duration", None)
-            duration = None if duration is None else float(duration)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with audio_filepath and "
-                                               f"numeric offset/duration ({e})"))
-            continue
-        if not os.path.isabs(audio) and not os.path.exists(audio):
-            candidate = os.path.join(base, audio)
-            if os.path.exists(candidate):
-                audio = candidate
+
+    def take(item: Dict) -> str:
+        audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
+        if not isinstance(audio, str) or not audio:
+            raise TypeError(f"audio_filepath is {audio!r}")
+        return audio
+
+    for origin, item, audio, offset, duration in manifest_entries(path, bad, take, "audio_filepath"):
+        audio = resolve_relative(audio, base)
         text = item.pop("text", "")
         utt_id = os.path.splitext(os.path.basename(audio))[0]
         utts.append(

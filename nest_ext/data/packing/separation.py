@@ -34,12 +34,11 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import List, Optional, Tuple, Union
 
 from nest_ext.data.packing.audio import failure_reason, load_utterance
-from nest_ext.data.packing.inputs import BadItem, Utterance, _lines, duration_problem
+from nest_ext.data.packing.inputs import BadItem, Utterance, duration_problem, manifest_entries, resolve_relative
 from nest_ext.data.packing.item import ShardItem
 
 INPUT_KEY, TARGET_KEY, NOISE_KEY = "input_filepath", "target_filepath", "noise_filepath"
@@ -59,39 +58,21 @@ class SeparationUtterance(Utterance):
         return files + ([("noise", self.noise)] if self.noise else [])
 
 
-def _resolve(path: str, base: str) -> str:
-    if os.path.isabs(path) or os.path.exists(path):
-        return path
-    return os.path.normpath(os.path.join(base, path))
-
-
 def read_separation_manifest(path: str) -> Tuple[List[SeparationUtterance], List[BadItem]]:
     """Parse a separation manifest into :class:`SeparationUtterance` entries (input order) and the lines left
     out: malformed JSON, no mixture or targets, or no ``noise_filepath`` where other entries have one."""
     utts, bad, rows = [], [], []
     base = os.path.dirname(os.path.abspath(path))
-    for lineno, line in _lines(path):
-        origin = f"{path}:{lineno}"
-        if line is None:
-            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
-            continue
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            mixture = item.pop(INPUT_KEY)
-            targets = item.pop(TARGET_KEY)
-            targets = [targets] if isinstance(targets, str) else list(targets)
-            if not isinstance(mixture, str) or not targets or not all(isinstance(t, str) for t in targets):
-                raise TypeError(f"{INPUT_KEY} must be a path and {TARGET_KEY} a non-empty list of paths")
-            offset = float(item.pop("offset", 0.0) or 0.0)
-            duration = item.pop("duration", None)
-            duration = None if duration is None else float(duration)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with {INPUT_KEY}, {TARGET_KEY} and "
-                                               f"numeric offset/duration ({type(e).__name__}: {e})"))
-            continue
-        rows.append((origin, mixture, targets, item.pop(NOISE_KEY, None), offset, duration, item))
+    def take(item):
+        mixture, targets = item.pop(INPUT_KEY), item.pop(TARGET_KEY)
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        if not isinstance(mixture, str) or not targets or not all(isinstance(t, str) for t in targets):
+            raise TypeError(f"{INPUT_KEY} must be a path and {TARGET_KEY} a non-empty list of paths")
+        return mixture, targets, item.pop(NOISE_KEY, None)
+
+    for origin, item, (mixture, targets, noise), offset, duration in manifest_entries(
+            path, bad, take, f"{INPUT_KEY}, {TARGET_KEY}"):
+        rows.append((origin, mixture, targets, noise, offset, duration, item))
     with_noise = any(noise for _, _, _, noise, _, _, _ in rows)
     for origin, mixture, targets, noise, offset, duration, extra in rows:
         utt_id = os.path.splitext(os.path.basename(mixture))[0]
@@ -99,8 +80,9 @@ def read_separation_manifest(path: str) -> Tuple[List[SeparationUtterance], List
             bad.append(BadItem(utt_id, mixture, origin, f"malformed: no {NOISE_KEY} (other entries have one)"))
             continue
         utts.append(SeparationUtterance(
-            utt_id=utt_id, source=_resolve(mixture, base), origin=origin, offset=offset, duration=duration,
-            extra=extra, targets=[_resolve(t, base) for t in targets], noise=_resolve(noise, base) if noise else None,
+            utt_id=utt_id, source=resolve_relative(mixture, base), origin=origin, offset=offset, duration=duration,
+            extra=extra, targets=[resolve_relative(t, base) for t in targets],
+            noise=resolve_relative(noise, base) if noise else None,
         ))
     return utts, bad
 
