@@ -210,3 +210,16 @@ def test_shar_shards_scattered_over_ranks(packed):
     assert sorted(parts[0]) == ["cuts", "recording", "target_recording"]
     assert len(parts[0]["cuts"]) == len(parts[1]["cuts"]) == 2 and not set(parts[0]["cuts"]) & set(parts[1]["cuts"])
     assert resolve_shar_path(str(root / "shar"), "replicate", 1, 2)["cuts"] == resolve_shar_path(str(root / "shar"))["cuts"]
+
+
+def test_bad_pool_file_is_reported_and_dropped(packed, tmp_path, caplog):
+    root, _, _ = packed
+    pool_manifest, files = _pool_manifest(tmp_path / "pool", speakers=("103", "1235", "7", "9"))
+    bad = tmp_path / "pool" / "7" / "7-1240-0000.flac"
+    sf.write(str(bad), np.zeros(6400, np.float32), 16000, subtype="PCM_16")  # another rate than the model's
+    ds = _tarred(root, dynamic_mixing=True, segment_seconds=0.2, source_pool=pool_manifest, seed=1)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        assert len(list(ds)) == 8  # full epochs: a bad pool file is drawn again never
+    assert ds.bad_audio.count == 1 and str(bad) in caplog.text and "16000 Hz" in caplog.text
+    assert str(bad) not in [u.path for u in ds._mixer.pool.by_speaker.get("7", [])]

@@ -241,6 +241,10 @@ class DynamicMixer:
             utt.num_frames = frames
         return utt.num_frames
 
+    def exclude(self, path: str) -> None:
+        """Never draw this source again (e.g. it turned out unreadable)."""
+        self.pool.exclude(path)
+
     def mix(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, dict]:
         spk_idx = rng.choice(len(self.pool.speakers), size=self.num_spks, replace=False, p=self.pool.weights)
         speakers = [self.pool.speakers[i] for i in spk_idx]

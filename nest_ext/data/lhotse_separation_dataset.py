@@ -33,7 +33,7 @@ import torch
 from nest_ext.data.audio_io import BadAudioError
 from nest_ext.data.bad_audio import BadAudioReport
 from nest_ext.data.dynamic_mixing import apply_crop, plan_crop
-from nest_ext.data.mixture_sources import build_mixer, draw_mixture, example_speakers, mixing_options_from_config
+from nest_ext.data.mixture_sources import build_mixer, draw_pool_mixture, example_speakers, mixing_options_from_config
 from nest_ext.data.separation_dataset import DEFAULT_SPEED_FACTORS, collate_separation_batch
 from nest_ext.data.speaker_ids import compile_speaker_regex, resolve_speakers
 from nest_ext.data.tarred_shards import rank_shards, select_shar_shards, shar_fields, worker_info
@@ -127,7 +127,7 @@ class LhotseSeparationDataset(torch.utils.data.Dataset):
         from_pool = self._mixer is not None and self.mixing.source_pool is not None
         for cut in cuts:
             if from_pool:  # the pool makes the mixture; the sampled cut only counts
-                mixture, sources, _ = draw_mixture(self._mixer, rng)
+                mixture, sources, _ = draw_pool_mixture(self._mixer, rng, self.bad_audio)
             else:
                 try:
                     mixture, sources = self._load(cut, rng, crop=self._mixer is None)

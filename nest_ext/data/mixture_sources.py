@@ -27,13 +27,15 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from nest_ext.data.audio_io import BadAudioError
 from nest_ext.data.bad_audio import BadAudioReport
 from nest_ext.data.dynamic_mixing import DynamicMixer, SourceUtterance, SpeakerPool
 from nest_ext.data.source_pool import ShardedSourcePool, read_source_pool_manifest, source_pool_kind
 from nest_ext.data.speaker_ids import SpeakerIdTally, compile_speaker_regex, resolve_speakers, speaker_ids_from_name
 from nest_ext.data.streaming_mixer import DEFAULT_BUFFER_SIZE, StreamingMixer
 
-__all__ = ["MixingOptions", "build_mixer", "draw_mixture", "example_speakers", "mixing_options_from_config"]
+__all__ = ["MixingOptions", "build_mixer", "draw_mixture", "draw_pool_mixture", "example_speakers",
+           "mixing_options_from_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +133,16 @@ def draw_mixture(mixer: Mixer, rng: np.random.Generator) -> Tuple[np.ndarray, np
     if isinstance(mixer, StreamingMixer) and mixer.source_stream is not None:
         return mixer.draw(rng)
     return mixer.mix(rng)
+
+
+def draw_pool_mixture(mixer: Mixer, rng: np.random.Generator, report: BadAudioReport, retries: int = 20
+                      ) -> Tuple[np.ndarray, np.ndarray, dict]:
+    """:func:`draw_mixture` from a source pool that may hold bad files: each is reported once (``report`` raises
+    under ``on_bad_audio: error``), dropped from the pool, and another mixture drawn."""
+    for _ in range(retries):
+        try:
+            return draw_mixture(mixer, rng)
+        except BadAudioError as e:
+            report.add(e.path, e.reason, e.where, "load (dynamic mixing source)")
+            mixer.exclude(e.path)
+    raise RuntimeError(f"dynamic mixing: {retries} bad pool sources in a row ({report.summary()})")

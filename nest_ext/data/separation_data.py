@@ -28,6 +28,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from nest_ext.data.bad_audio import get_on_bad_audio
 from nest_ext.data.separation_dataset import DEFAULT_SPEED_FACTORS, config_dict, get_separation_dataset_from_config
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 
@@ -45,7 +46,7 @@ def _common(cfg: Dict[str, Any], global_rank: int, world_size: int) -> Dict[str,
         sample_rate=cfg["sample_rate"], num_spks=cfg.get("num_spks", 2), segment_seconds=cfg.get("segment_seconds"),
         dynamic_mixing=bool(cfg.get("dynamic_mixing", False)), speed_perturb=bool(cfg.get("speed_perturb", False)),
         speed_factors=cfg.get("speed_factors") or DEFAULT_SPEED_FACTORS, seed=cfg.get("seed", 0) or 0,
-        on_bad_audio=cfg.get("on_bad_audio") or "skip", global_rank=global_rank, world_size=world_size,
+        on_bad_audio=get_on_bad_audio(cfg), global_rank=global_rank, world_size=world_size,
         **{k: cfg.get(k) for k in MIXING_KEYS},
     )
 

@@ -270,7 +270,7 @@ class SeparationDataset(torch.utils.data.Dataset):
                     self.bad_audio.add(e.path, e.reason, where, stage)  # raises under on_bad_audio='error'
                     self._reported.add(key)
                 if self.mixer is not None:
-                    self.mixer.pool.exclude(e.path)
+                    self.mixer.exclude(e.path)
                 else:
                     current = self._replacement_index(current)
         raise RuntimeError(

@@ -59,7 +59,7 @@ import torch
 from nest_ext.data.audio_io import BadAudioError
 from nest_ext.data.bad_audio import BadAudioReport
 from nest_ext.data.dynamic_mixing import apply_crop, plan_crop
-from nest_ext.data.mixture_sources import build_mixer, draw_mixture, example_speakers, mixing_options_from_config
+from nest_ext.data.mixture_sources import build_mixer, draw_pool_mixture, example_speakers, mixing_options_from_config
 from nest_ext.data.separation_dataset import DEFAULT_SPEED_FACTORS, collate_separation_batch
 from nest_ext.data.speaker_ids import compile_speaker_regex, resolve_speakers
 from nest_ext.data.streaming_mixer import StreamingMixer
@@ -225,7 +225,7 @@ class TarredSeparationDataset(torch.utils.data.IterableDataset):
         mixer = self._mixer
         if mixer is not None and (self.mixing.source_pool is not None):
             for i in range(quota):  # mixtures from the pool; the shards only set the epoch length
-                mixture, sources, _ = self._draw_from_pool(mixer, rng)
+                mixture, sources, _ = draw_pool_mixture(mixer, rng, self.bad_audio)
                 yield self._item(mixture, sources, i)
             return
         produced = 0
@@ -246,12 +246,3 @@ class TarredSeparationDataset(torch.utils.data.IterableDataset):
                 mixture, sources = cropped[0], np.stack(cropped[1:])
             yield self._item(mixture, sources, produced)
             produced += 1
-
-    def _draw_from_pool(self, mixer, rng, retries: int = 20):
-        for _ in range(retries):
-            try:
-                return draw_mixture(mixer, rng)
-            except BadAudioError as e:  # a pool file: reported once, dropped from the pool
-                self.bad_audio.add(e.path, e.reason, e.where, "load (dynamic mixing source)")
-                mixer.exclude(e.path)
-        raise RuntimeError(f"dynamic mixing: {retries} bad pool sources in a row ({self.bad_audio.summary()})")
