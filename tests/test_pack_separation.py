@@ -186,3 +186,25 @@ def test_kaldi_segments_through_lhotse_with_speakers(tmp_path):
     pack_shards(out_dir=str(tmp_path / "o2"), wav_scp=scp, utt2spk=str(tmp_path / "k" / "utt2spk"), shuffle=False,
                 progress=False)
     assert [e["speaker"] for e in _manifest(tmp_path / "o2" / "tarred_audio_manifest.json")] == ["s0", "s1"]
+
+
+def test_cli_task_separation_and_new_defaults(tmp_path):
+    import subprocess
+    import sys
+
+    from test_pack_shards import TOOL
+
+    manifest, refs = separation_corpus(tmp_path / "data", n=5)
+    base = [sys.executable, TOOL, "--task", "separation", "--manifest", manifest, "--shard-size", "2", "--no-progress"]
+    r = subprocess.run(base + ["--out-dir", str(tmp_path / "cli"), "--max-duration", "0.42"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stderr
+    assert "left out: 3 (duration: 2, missing: 1)" in r.stderr  # ex3 (also broken) is filtered first
+    lib = pack_shards(out_dir=str(tmp_path / "lib"), manifest=manifest, task="separation", shard_size=2,
+                      max_duration=0.42, progress=False)
+    assert _tree(tmp_path / "cli") == {k: v.replace(str(tmp_path / "lib").encode(), str(tmp_path / "cli").encode())
+                                       for k, v in _tree(tmp_path / "lib").items()} and lib.num_written == 2
+    r = subprocess.run(base + ["--out-dir", str(tmp_path / "ordered"), "--no-shuffle", "--seed", "3"],
+                       capture_output=True, text=True)
+    keys = [e["input_filepath"].split(".")[0] for e in _manifest(tmp_path / "ordered" / "tarred_audio_manifest.json")]
+    assert r.returncode == 0 and keys == ["ex0", "ex2", "ex4"]
