@@ -24,6 +24,7 @@ setup(
         "soundfile>=0.12",
         "soxr>=0.3",  # the one resampler (nest_ext.data.audio_io.resample); librosa's default, so NeMo brings it
         "torchmetrics>=1.4",
+        "tqdm",  # progress bars of the command lines (nest_ext.parts.progress); NeMo brings it too
         "numpy",
     ],
     extras_require={
@@ -37,10 +38,21 @@ setup(
         # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics)
         "restoration": ["pyroomacoustics>=0.7"],
     },
+    # The command lines (nest_ext/cli/<module>.py, main(argv) -> exit status); tools/<module>.py runs the same main.
     entry_points={
         "console_scripts": [
+            "nest-build-tokenizer=nest_ext.cli.build_tokenizer:main",
+            "nest-compare-with-nemo=nest_ext.cli.compare_with_nemo:main",
+            "nest-convert-mossformer2=nest_ext.cli.convert_mossformer2_checkpoint:main",
+            "nest-evaluate-asr=nest_ext.cli.evaluate_asr:main",
             "nest-evaluate-llm-asr=nest_ext.cli.evaluate_llm_asr:main",
+            "nest-evaluate-separation=nest_ext.cli.evaluate_separation:main",
+            "nest-make-demo-data=nest_ext.cli.make_demo_data:main",
             "nest-merge-lora=nest_ext.cli.merge_lora:main",
+            "nest-pack-shards=nest_ext.cli.pack_shards:main",
+            "nest-prepare-separation-data=nest_ext.cli.prepare_separation_data:main",
+            "nest-run-demo=nest_ext.cli.run_demo:main",
+            "nest-separate=nest_ext.cli.separate:main",
         ],
     },
 )

@@ -1,9 +1,9 @@
 """Benchmark: nest_ext MossFormer2 vs the official implementation (ClearerVoice-Studio), fp32 on CPU.
 
-The official model is imported at run time from a checkout given with ``--official-path`` (the
-ClearerVoice-Studio root, its ``train/speech_separation`` folder, or any folder holding
-``models/mossformer2/mossformer2.py``; it needs ``einops``, ``rotary-embedding-torch`` and ``torchinfo``).
-Without it the comparison is skipped with a message and only the RTF table of our model runs.
+With ``--official``, the official model is imported as ``models.mossformer2.mossformer2`` from a ClearerVoice-Studio
+checkout put on ``PYTHONPATH`` (its ``train/speech_separation`` folder, which holds ``models/``; it needs ``einops``,
+``rotary-embedding-torch`` and ``torchinfo``). Without it the comparison is skipped with a message and only the
+RTF table of our model runs.
 
 1. Both models are built with the same architecture; the official weights are copied into ours through
    :mod:`nest_ext.modules.mossformer2.converter` and the eval-mode outputs are compared (must agree to 1e-4).
@@ -17,15 +17,14 @@ Without it the comparison is skipped with a message and only the RTF table of ou
 
 Usage::
 
-    python bench/mossformer2.py --official-path /tmp/clearervoice --quick    # under a minute
-    python bench/mossformer2.py --official-path /tmp/clearervoice --model s --seconds 2 --rounds 3 --threads 1
-    python bench/mossformer2.py --model full --rtf-seconds 1 4 10            # RTF table only
+    export PYTHONPATH=/tmp/clearervoice/train/speech_separation    # the official checkout's model code
+    python bench/mossformer2.py --official --quick                  # under a minute
+    python bench/mossformer2.py --official --model s --seconds 2 --rounds 3 --threads 1
+    python bench/mossformer2.py --model full --rtf-seconds 1 4 10   # RTF table only
 """
 import argparse
 import importlib
-import os
 import statistics
-import sys
 import time
 
 import torch
@@ -42,15 +41,9 @@ def architecture(name, num_spks):
     return dict(num_spks=num_spks, encoder_kernel_size=16, **MODELS[name])
 
 
-def import_official(path):
-    """The official ``MossFormer`` class from a checkout, or raise ImportError saying what is missing."""
-    candidates = [path, os.path.join(path, "train", "speech_separation")]
-    for root in candidates:
-        if os.path.isfile(os.path.join(root, "models", "mossformer2", "mossformer2.py")):
-            if root not in sys.path:
-                sys.path.insert(0, root)
-            return importlib.import_module("models.mossformer2.mossformer2").MossFormer
-    raise ImportError(f"no models/mossformer2/mossformer2.py under {candidates}")
+def import_official():
+    """The official ``MossFormer`` class (its checkout's ``train/speech_separation`` on PYTHONPATH), or ImportError."""
+    return importlib.import_module("models.mossformer2.mossformer2").MossFormer
 
 
 def build_official(official_cls, arch):
@@ -165,7 +158,8 @@ def rtf_table(args, arch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official-path", default=None, help="ClearerVoice-Studio checkout (or its train/speech_separation)")
+    parser.add_argument("--official", action="store_true", help="compare with the official model (ClearerVoice-Studio's "
+                        "train/speech_separation on PYTHONPATH)")
     parser.add_argument("--model", choices=sorted(MODELS), default="s")
     parser.add_argument("--num-spks", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0, help="input length (official training segments: 2 s)")
@@ -185,14 +179,15 @@ def main(argv=None):
           f"{args.sample_rate} Hz, {args.threads} thread(s), torch {torch.__version__}, fp32 CPU")
 
     official_cls = None
-    if args.official_path is None:
-        print("official comparison skipped: no --official-path given")
+    if not args.official:
+        print("official comparison skipped: no --official given")
     else:
         try:
-            official_cls = import_official(args.official_path)
+            official_cls = import_official()
         except ImportError as err:
-            print(f"official comparison skipped: cannot import the official model from {args.official_path}: {err} "
-                  "(it needs einops, rotary-embedding-torch and torchinfo)")
+            print(f"official comparison skipped: cannot import models.mossformer2.mossformer2: {err} (put the "
+                  "checkout's train/speech_separation on PYTHONPATH; it needs einops, rotary-embedding-torch and "
+                  "torchinfo)")
     if official_cls is not None:
         compare(args, arch, official_cls)
     rtf_table(args, arch)

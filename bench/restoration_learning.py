@@ -1,7 +1,7 @@
 """Benchmark: does the restoration GAN learn? And what does a training step cost in each phase?
 
 Clean speech (espeak-ng sentences in several voices when ``espeak-ng`` is installed, else the speech-like
-synthesis of :mod:`nest_ext.parts.synth`) is degraded by the degradation chain (the default one unless
+synthesis of :mod:`nest_ext.cli.synth`) is degraded by the degradation chain (the default one unless
 ``--degradations`` names a YAML file), written as (degraded, clean) pairs with NeMo manifests, and the model of
 ``--config`` (the tiny one by default) is trained on them with Lightning, exactly as ``train.py`` would. Every
 ``--eval-every`` steps the held-out pairs are restored and the table prints, against the degraded input as the
@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,6 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 SENTENCES = [  # Harvard sentences (IEEE 1969), public domain
     "The birch canoe slid on the smooth planks.", "Glue the sheet to the dark blue background.",
@@ -52,7 +50,7 @@ def clean_speech(count: int, sample_rate: int, seconds: float, source: str):
     """``count`` clean utterances (float32, ``seconds`` long: cropped or zero-padded) from ``source``."""
     import soxr
 
-    from nest_ext.parts.synth import speech_like
+    from nest_ext.cli.synth import speech_like
 
     out = []
     for i in range(count):

@@ -1,5 +1,4 @@
 """tools/prepare_separation_data.py on tiny fake wsj0-2mix, LibriMix and WHAMR! trees with planted defects."""
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,10 +8,7 @@ import pytest
 
 from conftest import ROOT, write_wav
 
-spec = importlib.util.spec_from_file_location("prepare_separation_data", ROOT / "tools" / "prepare_separation_data.py")
-prep = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = prep  # dataclasses look their module up there
-spec.loader.exec_module(prep)
+from nest_ext.cli import prepare_separation_data as prep
 
 WSJ_NAMES = ["011a010b_0.6_20ao010t_-0.6.wav", "01zc0207_1.2_40na010x_-1.2.wav", "22ha010c_0.3_01aa010k_-0.3.wav"]
 LIBRI_NAMES = ["103-1240-0003_1235-135887-0017.wav", "19-198-0001_26-495-0002.wav"]

@@ -1,6 +1,4 @@
 """tools/separate.py: per-speaker float WAVs at the model rate, resampling, multi-channel refusal, chunking."""
-import importlib.util
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -12,10 +10,9 @@ from conftest import ROOT, speech_like
 
 @pytest.fixture(scope="module")
 def separate_main():
-    spec = importlib.util.spec_from_file_location("tool_separate", ROOT / "tools" / "separate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    from nest_ext.cli.separate import main
+
+    return main
 
 
 @pytest.fixture(scope="module")

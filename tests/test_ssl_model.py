@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, write_manifest, write_wav
-from nest_ext.parts.synth import noise_like, speech_like
+from nest_ext.cli.synth import speech_like
+from nest_ext.parts.synthetic_noise import noise_like
 
 NEMO_CONFORMER = "nemo.collections.asr.modules.ConformerEncoder"
 OUR_CONFORMER = "nest_ext.modules.ConformerEncoder"

@@ -1,5 +1,4 @@
 """train.py: trains from a temporary manifest and leaves a checkpoint and a .nemo; clear errors; demo data."""
-import importlib.util
 import json
 import os
 import re
@@ -13,21 +12,18 @@ from omegaconf import OmegaConf, open_dict
 from conftest import ROOT
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def train_py():
-    return _load("nest_train", ROOT / "train.py")
+    from nest_ext.cli import train
+
+    return train
 
 
 @pytest.fixture(scope="module")
 def demo_tool():
-    return _load("make_demo_data", ROOT / "tools" / "make_demo_data.py")
+    from nest_ext.cli import make_demo_data
+
+    return make_demo_data
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +57,7 @@ def test_make_demo_data_is_complete_consistent_and_idempotent(tiny_corpus, demo_
 def test_missing_manifest_is_named_without_traceback(train_py):
     cfg = _compose()
     with pytest.raises(SystemExit, match=r"must be set: model\.train_ds\.manifest_filepath"):
-        train_py.main(cfg)
+        train_py.run(cfg)
 
 
 def test_model_class_comes_from_model_target(train_py):
@@ -135,7 +131,8 @@ def test_speech_like_has_syllables_pauses_and_formant_energy():
     """The demo corpus's synthesis: deterministic per seed, with pauses and voiced low-frequency energy."""
     import numpy as np
 
-    from nest_ext.parts.synth import noise_like, speech_like
+    from nest_ext.cli.synth import speech_like
+    from nest_ext.parts.synthetic_noise import noise_like
 
     x = speech_like(3.0, 16000, seed=5)
     assert np.array_equal(x, speech_like(3.0, 16000, seed=5)) and not np.array_equal(x, speech_like(3.0, 16000, 6))

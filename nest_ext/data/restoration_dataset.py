@@ -21,7 +21,7 @@ in every run, process and worker.
 
 Example:
     >>> import numpy as np, soundfile as sf, tempfile, os, json
-    >>> from nest_ext.parts.synth import speech_like
+    >>> from nest_ext.cli.synth import speech_like
     >>> d = tempfile.mkdtemp()
     >>> sf.write(os.path.join(d, "a.wav"), speech_like(1.0, 22050, seed=0), 22050)    # another rate: resampled
     >>> with open(os.path.join(d, "clean.json"), "w") as f: _ = f.write(json.dumps({"audio_filepath": "a.wav", "duration": 1.0}))

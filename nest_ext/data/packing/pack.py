@@ -9,7 +9,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 import time
 from typing import Dict, List, Optional, Type
 
@@ -23,6 +22,7 @@ from nest_ext.data.packing.state import (
 )
 from nest_ext.data.packing.writers import FORMATS, ShardWriter, get_writer
 from nest_ext.parts.atomic_io import atomic_write, remove_temps
+from nest_ext.parts.progress import Progress
 
 logger = logging.getLogger("nest_ext.pack_shards")
 
@@ -74,13 +74,6 @@ class PackSummary:
         return "\n".join(lines)
 
 
-def _progress(total: int, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="utt", dynamic_ncols=True, smoothing=0.1,
-                disable=not (enabled and sys.stderr.isatty()), desc="packing")
-
-
 def _log_bad(b: BadItem) -> None:
     # Length filtering is asked for, not a fault: logged quietly (the summary counts it).
     level = logging.DEBUG if b.reason.startswith(DURATION_REASON) else logging.WARNING
@@ -116,6 +109,7 @@ def pack_shards(
     max_duration: Optional[float] = None,
     segments: Optional[str] = None,
     utt2spk: Optional[str] = None,
+    progress_every_s: float = 30.0,
 ) -> PackSummary:
     """Pack ``wav_scp`` (+ optional Kaldi ``text``, ``segments``, ``utt2spk``) or a NeMo ``manifest`` into shards
     in ``out_dir``; with ``task="separation"``, a separation ``manifest`` (mixture + sources (+ noise) of each
@@ -130,6 +124,7 @@ def pack_shards(
     out; with ``strict`` the first problem raises :class:`PackingError` instead. Returns a
     :class:`PackSummary`; ``summary.complete`` is True once all shards exist and the format's index
     files (nemo: merged manifest and ``data.list``; lhotse-shar: ``shar_index.json``) have been written.
+    ``progress``: a bar on a terminal, otherwise a log line with count, rate and ETA every ``progress_every_s``.
     """
     t0 = time.perf_counter()
     writer_cls = get_writer(format)
@@ -217,13 +212,11 @@ def pack_shards(
                 os.remove(p)
 
     total = sum(len(shards[i]) for i in todo)
-    bar = _progress(total, progress)
+    bar = Progress(total, desc="packing", unit="utt", log_every_s=progress_every_s, enabled=progress, logger=logger)
 
     def on_item(nbytes):
         bar.update(1)
         summary.bytes_written += nbytes
-        if bar.n % 200 == 0 and not bar.disable:
-            bar.set_postfix_str(f"{summary.bytes_written / 2**20 / max(bar.format_dict['elapsed'], 1e-9):.1f} MB/s")
 
     try:
         if writer_cls.parallel_shards and num_workers > 1 and len(todo) > 1:
