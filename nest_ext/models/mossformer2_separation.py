@@ -41,7 +41,7 @@ from nest_ext.metrics.si_sdr import pit_si_sdr_scores
 from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.dataloader_options import dataloader_kwargs
-from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
 
 __all__ = ["MossFormer2SeparationModel"]
 
@@ -69,6 +69,8 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
         self.decoder = self.from_config_dict(self._cfg.decoder)
         if self.loss is None:
             self.loss = PermutationInvariantSISDRLoss()
+        # NeMo has no MossFormer2: the saved config keeps our classes and says (`requires`) that it needs nest_ext
+        self.cfg = portable_config(self._cfg)
 
     # ------------------------------------------------------------------ config
     @staticmethod

@@ -1,0 +1,91 @@
+"""CTC (BPE) ASR fine-tuning from NEST: NeMo's ``EncDecCTCModelBPE`` with nest_ext's encoder and a portable save.
+
+:class:`EncDecCTCModelBPE` is NeMo's class of the same name (``nemo.collections.asr.models``) with three changes:
+
+* it builds nest_ext's ConformerEncoder also where the config names NeMo's, unless ``USE_NEMO_CONFORMER``
+  is set (:mod:`nest_ext.parts.encoder_choice`); the state dict is NeMo's either way;
+* its saved config (``.nemo``, checkpoints) names NeMo's classes, so stock NeMo -- ``transcribe_speech.py``,
+  ``speech_to_text_eval.py``, export -- restores the ``.nemo`` without nest_ext
+  (:func:`nest_ext.parts.nemo_targets.portable_config`);
+* an ``init_from_nemo_model`` path that is no file but a Hugging Face model name (``org/name``, e.g.
+  ``nest_checkpoint=nvidia/ssl_en_nest_large_v1.0`` in ``config/fastconformer_ctc_bpe_finetune.yaml``) is
+  loaded as ``init_from_pretrained_model`` with the same ``include``/``exclude``.
+
+Shapes are NeMo's: ``input_signal`` [B, T] and ``input_signal_length`` [B] -> log-probs [B, T', V+1],
+encoded lengths [B], greedy predictions [B, T'].
+
+Example (``train.py --config-name fastconformer_ctc_bpe_finetune`` does this from the Hydra config)::
+
+    from nest_ext.models import EncDecCTCModelBPE
+    model = EncDecCTCModelBPE(cfg=cfg.model, trainer=trainer)   # cfg.model.tokenizer.dir: a BPE tokenizer
+    model.maybe_init_from_pretrained_checkpoint(cfg)              # the encoder from the NEST checkpoint
+    log_probs, lengths, greedy = model(input_signal=audio, input_signal_length=audio_len)
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Optional
+
+from lightning.pytorch import Trainer
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo.collections.asr.models import EncDecCTCModelBPE as _NeMoCTCBPE
+from nemo.utils import logging
+
+from nest_ext.parts.encoder_choice import apply_encoder_choice
+from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
+
+__all__ = ["EncDecCTCModelBPE", "pretrained_names_as_such"]
+
+allow_nest_ext_targets()  # configs written before .nemo files were portable name nest_ext.* targets
+
+# a Hugging Face model id as NeMo's from_pretrained takes it: one "org/name"
+_HF_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def pretrained_names_as_such(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with every ``init_from_nemo_model`` entry whose path is a Hugging Face model name (not a file,
+    no ``.nemo`` suffix) moved to ``init_from_pretrained_model``; ``cfg`` itself when there is none."""
+    entries = cfg.get("init_from_nemo_model", None)
+    if not isinstance(entries, DictConfig):
+        return cfg
+
+    def is_name(path) -> bool:
+        return (isinstance(path, str) and bool(_HF_NAME.match(path)) and not path.endswith(".nemo")
+                and not os.path.exists(path))
+
+    names = [key for key, entry in entries.items() if isinstance(entry, DictConfig) and is_name(entry.get("path"))]
+    if not names:
+        return cfg
+    new = copy.deepcopy(cfg)
+    with open_dict(new):
+        pretrained = new.get("init_from_pretrained_model", None) or {}
+        for key in names:
+            entry = new.init_from_nemo_model.pop(key)
+            name = entry.pop("path")
+            logging.info(f"init_from_nemo_model.{key}.path={name} is no file: loading it as a pretrained model name")
+            pretrained[key] = {"name": name, **OmegaConf.to_container(entry, resolve=True)}
+        new.init_from_pretrained_model = pretrained
+        if not new.init_from_nemo_model:
+            new.init_from_nemo_model = None
+    return new
+
+
+class EncDecCTCModelBPE(_NeMoCTCBPE):
+    """NeMo's CTC-BPE model with nest_ext's encoder (``USE_NEMO_CONFORMER`` toggle), saving NeMo's class names.
+
+    Args:
+        cfg: the ``model`` section of ``config/fastconformer_ctc_bpe_finetune.yaml`` (NeMo's CTC-BPE config).
+        trainer: a Lightning trainer, or None (e.g. for inference).
+    """
+
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        if not isinstance(cfg, DictConfig):
+            cfg = OmegaConf.create(cfg)
+        super().__init__(cfg=apply_encoder_choice(cfg), trainer=trainer)
+        self.cfg = portable_config(self._cfg)  # what .nemo files and checkpoints save
+
+    def maybe_init_from_pretrained_checkpoint(self, cfg: DictConfig, map_location: str = "cpu"):
+        return super().maybe_init_from_pretrained_checkpoint(pretrained_names_as_such(cfg), map_location)
