@@ -46,8 +46,11 @@ _HF_NAME = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def pretrained_names_as_such(cfg: DictConfig) -> DictConfig:
-    """``cfg`` with every ``init_from_nemo_model`` entry whose path is a Hugging Face model name (not a file,
-    no ``.nemo`` suffix) moved to ``init_from_pretrained_model``; ``cfg`` itself when there is none."""
+    """``cfg`` with its ``init_from_nemo_model`` entries whose path is a Hugging Face model name (not a file, no
+    ``.nemo`` suffix) moved to ``init_from_pretrained_model``; ``cfg`` itself when there is none.
+
+    NeMo takes one source of initial weights, so names and files cannot be mixed (ValueError).
+    """
     entries = cfg.get("init_from_nemo_model", None)
     if not isinstance(entries, DictConfig):
         return cfg
@@ -68,8 +71,10 @@ def pretrained_names_as_such(cfg: DictConfig) -> DictConfig:
             logging.info(f"init_from_nemo_model.{key}.path={name} is no file: loading it as a pretrained model name")
             pretrained[key] = {"name": name, **OmegaConf.to_container(entry, resolve=True)}
         new.init_from_pretrained_model = pretrained
-        if not new.init_from_nemo_model:
-            new.init_from_nemo_model = None
+        if new.init_from_nemo_model:
+            raise ValueError(f"init_from_nemo_model mixes model names ({', '.join(names)}) and files "
+                             f"({', '.join(new.init_from_nemo_model)}); NeMo loads from one kind of source")
+        del new["init_from_nemo_model"]  # NeMo counts the key, even empty, as a second source
     return new
 
 
