@@ -120,6 +120,25 @@ def test_ctc_finetuning_starts_from_nemos_nest_encoder(nvidia_nest, offline_hub,
     assert all(torch.equal(v, model.decoder.state_dict()[k]) for k, v in decoder.items())
 
 
+def test_ctc_refuses_a_nest_encoder_of_another_depth(nvidia_nest, tmp_path):
+    """NeMo loads init_from_* non-strictly: a 2-layer NEST encoder into a 1-layer config would drop a layer."""
+    from nemo.collections.common.tokenizers.sentencepiece_tokenizer import create_spt_model
+
+    from nest_ext.models import EncDecCTCModelBPE
+
+    (tmp_path / "corpus.txt").write_text("alpha bravo charlie delta echo\n" * 20)
+    create_spt_model(str(tmp_path / "corpus.txt"), 16, sample_size=-1, do_lower_case=True, tokenizer_type="bpe",
+                     output_dir=str(tmp_path / "tok"))
+    cfg = compose("fastconformer_ctc_bpe_finetune", [f"nest_checkpoint={nvidia_nest[0] / 'nest.nemo'}",
+                                                    f"model.tokenizer.dir={tmp_path / 'tok'}", *DEMO_ENCODER,
+                                                    "model.encoder.n_layers=1"])
+    with open_dict(cfg):
+        cfg.model.train_ds = cfg.model.validation_ds = cfg.model.test_ds = None
+    with pytest.raises(ValueError, match=r"does not fit this model's encoder: \d+ of its tensors have no place here "
+                                         r"\(e.g. \['encoder.layers.1."):
+        EncDecCTCModelBPE(cfg=cfg.model).maybe_init_from_pretrained_checkpoint(cfg)
+
+
 def test_only_hugging_face_names_become_pretrained_names(tmp_path, monkeypatch):
     from omegaconf import OmegaConf
 

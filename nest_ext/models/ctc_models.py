@@ -9,7 +9,8 @@
   (:func:`nest_ext.parts.nemo_targets.portable_config`);
 * an ``init_from_nemo_model`` path that is no file but a Hugging Face model name (``org/name``, e.g.
   ``nest_checkpoint=nvidia/ssl_en_nest_large_v1.0`` in ``config/fastconformer_ctc_bpe_finetune.yaml``) is
-  loaded as ``init_from_pretrained_model`` with the same ``include``/``exclude``.
+  loaded as ``init_from_pretrained_model`` with the same ``include``/``exclude``; a checkpoint part that does
+  not fit (an encoder of another depth) is an error, where NeMo would leave the extra layers out silently.
 
 Shapes are NeMo's: ``input_signal`` [B, T] and ``input_signal_length`` [B] -> log-probs [B, T', V+1],
 encoded lengths [B], greedy predictions [B, T'].
@@ -94,3 +95,21 @@ class EncDecCTCModelBPE(_NeMoCTCBPE):
 
     def maybe_init_from_pretrained_checkpoint(self, cfg: DictConfig, map_location: str = "cpu"):
         return super().maybe_init_from_pretrained_checkpoint(pretrained_names_as_such(cfg), map_location)
+
+    def load_part_of_state_dict(self, state_dict, include, exclude, load_from_string=None):
+        """NeMo's, but the chosen part must have exactly this model's tensors (NeMo loads with ``strict=False``:
+        a NEST encoder with more layers than the config would lose them without a word)."""
+
+        def chosen(keys):
+            return {k for k in keys if any(p in k for p in include) and not any(e in k for e in exclude)}
+
+        theirs, ours = chosen(state_dict), chosen(self.state_dict())
+        if theirs != ours:
+            extra, missing = sorted(theirs - ours), sorted(ours - theirs)
+            raise ValueError(
+                f"{load_from_string or 'the checkpoint'} does not fit this model's {'/'.join(include)}: "
+                f"{len(extra)} of its tensors have no place here (e.g. {extra[:2]}), {len(missing)} of the model's "
+                f"are not in it (e.g. {missing[:2]}). Make the config's encoder describe the checkpoint's "
+                "(n_layers, d_model, n_heads, ...)"
+            )
+        return super().load_part_of_state_dict(state_dict, include, exclude, load_from_string)
