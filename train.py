@@ -143,7 +143,9 @@ def check_required_values(cfg: DictConfig) -> None:
     missing = missing_values(cfg)
     if missing:  # a clear message instead of a traceback from deep inside NeMo or Lightning
         raise SystemExit("These config values must be set: " + ", ".join(missing) + example)
-    train_ds = cfg.model.get("train_ds", None)
+    if "train_ds" not in cfg.model:  # a model that takes its data elsewhere
+        return
+    train_ds = cfg.model.train_ds
     if train_ds is None or not any(train_ds.get(key, None) for key in DATA_KEYS):
         raise SystemExit("No training data: set model.train_ds.manifest_filepath (or model.train_ds.input_cfg for "
                          "lhotse)" + example)

@@ -79,6 +79,13 @@ def test_every_training_config_stops_first_without_its_data(train_py, name):
         assert "nest_checkpoint" in message and "model.tokenizer.dir" in message and message.count("nest_checkpoint") == 1
 
 
+def test_data_check_leaves_models_with_their_own_data_sections(train_py):
+    train_py.check_required_values(OmegaConf.create({"model": {"data": {"input_cfg": "x.yaml"}}}))
+    train_py.check_required_values(OmegaConf.create({"model": {"train_ds": {"use_lhotse": True, "shar_path": "s"}}}))
+    with pytest.raises(SystemExit, match="No training data"):
+        train_py.check_required_values(OmegaConf.create({"model": {"train_ds": None}}))
+
+
 @pytest.mark.slow
 def test_separation_config_without_manifests_stops_before_creating_anything(tmp_path):
     r = _run(["--config-name", "mossformer2_wsj0-2mix"], cwd=tmp_path)
