@@ -42,10 +42,10 @@ demo: install
 	$(PYTHON) tools/run_demo.py          # MossFormer2: train 160 steps, separate a mixture into demo_out/
 
 test: install
-	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)          # tests/ and the package's doctests (pytest.ini)
 
 test-fast: install
-	$(PYTHON) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS) tests
+	$(PYTHON) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf .venv nemo_experiments demo_data demo_out .pytest_cache

@@ -1,6 +1,10 @@
 """nest_ext: NeMo extension for NEST speech SSL pretraining and MossFormer2 speech separation."""
 from setuptools import find_packages, setup
 
+# NeMo 3.0's speechlm2 collection (SALM) imports all three; peft capped as in nemo_toolkit[speechlm2].
+# Tested with peft 0.18.0, transformers 5.25.0, accelerate 1.16.0.
+LLM = ["peft>=0.15,<=0.18.0", "transformers>=4.51", "accelerate>=1.0"]
+
 setup(
     name="nest_ext",
     version="0.1.0",
@@ -25,12 +29,25 @@ setup(
         "torchmetrics>=1.4",
         "tqdm>=4.41",  # progress of packing
         "numpy>=1.22",
+        "PyYAML>=5.1",  # degradation lists from YAML files (omegaconf's own dependency)
+        "kaldialign",  # WER/CER alignments with S/D/I counts (nemo_toolkit[asr] names it too)
     ],
     extras_require={
-        # scipy: the tests' independent reference resampler
-        "test": ["pytest>=7", "pytest-timeout", "scipy>=1.6"],
+        # the llm packages too, so `make test` / CI run the LLM-based ASR tests; scipy: the tests' reference resampler
+        "test": ["pytest>=7", "pytest-timeout", "scipy>=1.6", *LLM],
         # evaluate_separation.py: PNG report (matplotlib, scipy spectrograms), PESQ and STOI columns when installed
         # (nemo_toolkit[audio] names them too, except pesq on Intel macOS)
         "eval": ["matplotlib", "scipy>=1.6", "pesq", "pystoi"],
+        # LLM-based ASR (NeMo's SALM with LoRA: config/salm_nest_lora.yaml); DeepSpeed is optional (ZeRO-2)
+        "llm": LLM,
+        "deepspeed": ["deepspeed"],
+        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics)
+        "restoration": ["pyroomacoustics>=0.7"],
+    },
+    entry_points={
+        "console_scripts": [
+            "nest-evaluate-llm-asr=nest_ext.cli.evaluate_llm_asr:main",
+            "nest-merge-lora=nest_ext.cli.merge_lora:main",
+        ],
     },
 )

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.core.config import hydra_runner
 
@@ -62,17 +62,31 @@ def build_callbacks(cfg: DictConfig, configured=()) -> list:
 
 
 def model_class(cfg: DictConfig):
-    """``cfg.model.target`` if set (a ``ModelPT`` subclass), else nest_ext's NEST model."""
+    """``cfg.model.target`` if set (a ``ModelPT`` or, like NeMo's SALM, a ``LightningModule`` subclass), else
+    nest_ext's NEST model. A class whose optional dependencies are missing exits naming the extra to install."""
     import hydra.utils
+    from lightning.pytorch import LightningModule
 
     from nemo.core.classes import ModelPT
 
     import nest_ext.models.ssl_models  # noqa: F401  (lets NeMo instantiate nest_ext.* targets)
+    from nest_ext.parts.extras import MissingExtraError
 
     target = cfg.model.get("target", None) or DEFAULT_MODEL
-    cls = hydra.utils.get_class(target)
-    if not (isinstance(cls, type) and issubclass(cls, ModelPT)):
-        raise SystemExit(f"model.target={target!r} is not a NeMo model class (a ModelPT subclass)")
+    try:
+        cls = hydra.utils.get_class(target)
+    except ImportError as e:
+        cause = e
+        while cause is not None and not isinstance(cause, MissingExtraError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        from hydra.core.hydra_config import HydraConfig
+
+        name = HydraConfig.get().job.config_name if HydraConfig.initialized() else "this config"
+        raise SystemExit(f"config {name} (model.target={target}) {cause}") from None
+    if not (isinstance(cls, type) and issubclass(cls, (ModelPT, LightningModule))):
+        raise SystemExit(f"model.target={target!r} is not a NeMo model class (a ModelPT or LightningModule subclass)")
     return cls
 
 
@@ -135,17 +149,32 @@ def missing_values(cfg: DictConfig) -> List[str]:
 DATA_KEYS = ("manifest_filepath", "input_cfg", "shar_path", "cuts_path")
 
 
+def settle_data_alternatives(cfg: DictConfig) -> None:
+    """A dataset's required manifest (``???``) is not needed when the data come another way (``shar_path``,
+    ``input_cfg``, ``cuts_path``, e.g. lhotse Shar shards): set it to null in ``cfg``."""
+    model = cfg.get("model", None)
+    for name in ("train_ds", "validation_ds", "test_ds"):
+        section = model.get(name, None) if model is not None else None
+        if (isinstance(section, DictConfig) and OmegaConf.is_missing(section, "manifest_filepath")
+                and any(section.get(key, None) for key in DATA_KEYS[1:])):
+            with open_dict(section):
+                section.manifest_filepath = None
+
+
 def check_required_values(cfg: DictConfig) -> None:
     """Stop with the keys to set when a required value is missing or no training data is named; runs before
     anything is created (no ``nemo_experiments/``)."""
     example = ("\n  e.g. python train.py model.train_ds.manifest_filepath=train.json "
                "model.validation_ds.manifest_filepath=val.json\n  (python train.py with no arguments runs the demo)")
+    settle_data_alternatives(cfg)
     missing = missing_values(cfg)
     if missing:  # a clear message instead of a traceback from deep inside NeMo or Lightning
         raise SystemExit("These config values must be set: " + ", ".join(missing) + example)
-    if "train_ds" not in cfg.model:  # a model that takes its data elsewhere
-        return
+    if "train_ds" not in cfg.model:
+        return  # a model that takes its data elsewhere
     train_ds = cfg.model.train_ds
+    if train_ds is not None and "manifest_filepath" not in train_ds:
+        return  # not a NeMo audio dataset section (e.g. SALM's data_path): the model checks its own data
     if train_ds is None or not any(train_ds.get(key, None) for key in DATA_KEYS):
         raise SystemExit("No training data: set model.train_ds.manifest_filepath (or model.train_ds.input_cfg for "
                          "lhotse)" + example)
@@ -217,11 +246,12 @@ def main(cfg: DictConfig):
         if path is None:  # no checkpoint callback wrote one: save the final model
             from nest_ext.parts.atomic_io import atomic_path, remove_temps
 
-            path = Path(log_dir or ".") / f"{cfg.name}.nemo"
+            suffix = getattr(model, "SAVE_SUFFIX", ".nemo")  # NestSALM: a small .ckpt of the trained weights
+            path = Path(log_dir or ".") / f"{cfg.name}{suffix}"
             remove_temps(path, only_orphans=True)  # what a save killed in an earlier run left
-            with atomic_path(path, suffix=".nemo") as tmp:  # NeMo wants the .nemo suffix
+            with atomic_path(path, suffix=suffix) as tmp:  # NeMo wants the .nemo suffix
                 model.save_to(tmp)
-        print(f"\nTrained model (.nemo): {Path(path).resolve()}", flush=True)
+        print(f"\nTrained model ({Path(path).suffix}): {Path(path).resolve()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,8 @@ def test_kaldi_to_nemo_layout_bad_audio_reported_and_left_out(tmp_path, caplog):
     scp, text, sources = _make_kaldi_dir(tmp_path / "data")
     out = tmp_path / "out"
     with caplog.at_level("WARNING", logger="nest_ext.pack_shards"):
-        s = pack_shards(out_dir=str(out), wav_scp=scp, text=text, shard_size=3, text_norm=True, progress=False)
+        s = pack_shards(out_dir=str(out), wav_scp=scp, text=text, shard_size=3, text_norm=True, progress=False,
+                        shuffle=False)
     # 9 entries -> shards of 3 planned in input order; the missing and corrupt ones are left out.
     assert s.num_input == 9 and s.num_shards == 3 and s.num_written == 7 and s.complete
     assert sorted(b.utt_id for b in s.bad) == ["corrupt-utt", "missing-utt"]
@@ -260,7 +261,7 @@ def test_manifest_input_segments_and_name_collisions(tmp_path):
         {"audio_filepath": "d1/x.y.wav", "offset": 0.25, "duration": 0.5, "text": "seg"},
     ]) + "\n")
     out = tmp_path / "out"
-    pack_shards(out_dir=str(out), manifest=str(man), progress=False)
+    pack_shards(out_dir=str(out), manifest=str(man), progress=False, shuffle=False)
     entries = _manifest(out / "tarred_audio_manifest.json")
     # Dots would split WebDataset keys; repeats must stay distinct because NeMo maps members by name.
     assert [e["audio_filepath"] for e in entries] == ["x_y.wav", "x_y_1.wav", "x_y_2.wav"]
@@ -277,7 +278,7 @@ def test_lhotse_shar_read_back_by_lhotse(tmp_path):
     from lhotse import CutSet
 
     scp, text, sources = _make_kaldi_dir(tmp_path / "data", n=5)
-    kw = dict(wav_scp=scp, text=text, shard_size=3, text_norm=True, format="lhotse-shar", progress=False)
+    kw = dict(wav_scp=scp, text=text, shard_size=3, text_norm=True, format="lhotse-shar", progress=False, shuffle=False)
     s = pack_shards(out_dir=str(tmp_path / "shar"), **kw)
     assert s.complete and s.num_written == 5 and len(s.bad) == 2
     assert sorted(os.listdir(tmp_path / "shar" / "shar")) == [
@@ -302,7 +303,7 @@ def test_nemo_tarred_dataset_reads_the_shards(tmp_path):
 
     scp, text, sources = _make_kaldi_dir(tmp_path / "data", n=5)
     out = tmp_path / "out"
-    pack_shards(out_dir=str(out), wav_scp=scp, text=text, shard_size=2, text_norm=True, progress=False)
+    pack_shards(out_dir=str(out), wav_scp=scp, text=text, shard_size=2, text_norm=True, progress=False, shuffle=False)
     n = len((out / "data.list").read_text().split())
     ds = TarredAudioToCharDataset(
         audio_tar_filepaths=f"{out}/audio__OP_0..{n - 1}_CL_.tar", manifest_filepath=str(out / "tarred_audio_manifest.json"),
@@ -336,7 +337,7 @@ def test_nest_tarred_data_path_reads_the_shards(tmp_path):
         lines.append(f"utt{i} {p}\n")
     (root / "wav.scp").write_text("".join(lines))
     out = tmp_path / "out"
-    pack_shards(out_dir=str(out), wav_scp=str(root / "wav.scp"), shard_size=2, progress=False)
+    pack_shards(out_dir=str(out), wav_scp=str(root / "wav.scp"), shard_size=2, progress=False, shuffle=False)
     noise = write_manifest(tmp_path / "noise.json", [
         {"audio_filepath": write_wav(tmp_path / "n.wav", 0.05 * np.random.default_rng(0).standard_normal(3 * sr)),
          "duration": 3.0}])

@@ -72,6 +72,9 @@ def test_every_training_config_stops_first_without_its_data(train_py, name):
     message = str(stop.value)
     if name == "nest_fast-conformer-v2-xlarge":  # NeMo's file: data by manifest or lhotse input_cfg, both null
         assert message.startswith("No training data: set model.train_ds.manifest_filepath")
+    elif not name.startswith(("nest", "mossformer2", "fastconformer")):  # other models' configs: their data key
+        assert message.startswith(("These config values must be set: ", "No training data: ")), message
+        assert "model.train_ds." in message
     else:
         assert "must be set: " in message and "model.train_ds.manifest_filepath" in message
         assert "model.validation_ds.manifest_filepath" in message
@@ -81,9 +84,15 @@ def test_every_training_config_stops_first_without_its_data(train_py, name):
 
 def test_data_check_leaves_models_with_their_own_data_sections(train_py):
     train_py.check_required_values(OmegaConf.create({"model": {"data": {"input_cfg": "x.yaml"}}}))
+    train_py.check_required_values(OmegaConf.create({"model": {"train_ds": {"data_path": "x.json"}}}))
     train_py.check_required_values(OmegaConf.create({"model": {"train_ds": {"use_lhotse": True, "shar_path": "s"}}}))
     with pytest.raises(SystemExit, match="No training data"):
         train_py.check_required_values(OmegaConf.create({"model": {"train_ds": None}}))
+    # a required manifest is not needed when the data come as lhotse Shar shards: it becomes null
+    cfg = _compose("mossformer2_libri2mix", ["model.train_ds.use_lhotse=true", "model.train_ds.shar_path=shar",
+                                             "model.validation_ds.manifest_filepath=cv.json"])
+    train_py.check_required_values(cfg)
+    assert cfg.model.train_ds.manifest_filepath is None
 
 
 @pytest.mark.slow

@@ -40,8 +40,8 @@ def main(argv=None):
     p.add_argument("--our-config-dir", default=str(nc.REPO_ROOT / "config"))
     p.add_argument("--config", action="append", default=[],
                    help="also compare the parameter counts of this config of ours (repeatable)")
-    p.add_argument("--size", default="small", choices=list(nc.SIZES), help="size for the numbers check")
-    p.add_argument("--sizes", default=",".join(nc.SIZES), help="sizes for the parameter counts")
+    p.add_argument("--size", default="small", choices=list(nc.NEST_SIZES), help="size for the numbers check")
+    p.add_argument("--sizes", default=",".join(nc.NEST_SIZES), help="sizes for the parameter counts")
     p.add_argument("--skip", default="", help="comma list of checks to skip: configs,params,numbers")
     p.add_argument("--atol", type=float, default=1e-4)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")

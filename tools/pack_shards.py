@@ -4,7 +4,7 @@
 A thin command line over :func:`nest_ext.data.packing.pack_shards`; options mirror its
 arguments. Examples::
 
-    # Kaldi data dir -> NeMo tarred shards of 100,000 utterances, 8 decoding processes
+    # Kaldi data dir -> NeMo tarred shards (1000 utterances each, shuffled with seed 0), 8 decoding processes
     python tools/pack_shards.py --wav-scp data/train/wav.scp --text data/train/text --text-norm \\
         --out-dir shards/train --num-workers 8
     # the same job split over 4 machines (run each with its --shard-idx), resumable after a crash
@@ -22,7 +22,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nest_ext.data.packing import FORMATS, PackingError, pack_shards  # noqa: E402
+from nest_ext.data.packing import DEFAULT_SHARD_SIZE, FORMATS, TASKS, PackingError, pack_shards  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,10 +30,22 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_argument_group("input (one of --wav-scp or --manifest)")
     src.add_argument("--wav-scp", help="Kaldi wav.scp: 'UTTID path' or 'UTTID command |' per line")
     src.add_argument("--text", help="Kaldi text: 'UTTID transcript' per line (utterances without one are left out)")
-    src.add_argument("--manifest", help="NeMo JSON-lines manifest (audio_filepath, duration, text, [offset])")
+    src.add_argument("--manifest", help="NeMo JSON-lines manifest (audio_filepath, duration, text, [offset]); with "
+                     "--task separation, a separation manifest (input_filepath, target_filepath, [noise_filepath])")
+    src.add_argument("--segments", help="Kaldi segments ('UTTID RECID START END') cutting the --wav-scp recordings "
+                     "(read by lhotse's Kaldi import; utt2spk beside it gives speakers)")
+    src.add_argument("--utt2spk", help="Kaldi utt2spk: adds a 'speaker' key to each utterance")
+    p.add_argument("--task", choices=TASKS, default="asr",
+                   help="asr: one audio per example; separation: mixture + sources (+ noise) per example")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--format", choices=FORMATS, default="nemo")
-    p.add_argument("--shard-size", type=int, default=100000, help="utterances per shard (default 100000, as MooER)")
+    p.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE,
+                   help=f"examples per shard (default {DEFAULT_SHARD_SIZE}: hundreds to thousands suit tarred loading)")
+    p.add_argument("--no-shuffle", action="store_true", help="keep input order (default: a seeded shuffle, so a "
+                   "sorted wav.scp does not give single-speaker shards)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the shuffle (the output depends on it alone)")
+    p.add_argument("--min-duration", type=float, default=None, help="leave out examples shorter than this (s)")
+    p.add_argument("--max-duration", type=float, default=None, help="leave out examples longer than this (s)")
     p.add_argument("--num-workers", type=int, default=1, help="decoding processes (output is identical for any value)")
     p.add_argument("--shard-idx", type=int, default=0, help="this process writes shards i with i %% shard-count == shard-idx")
     p.add_argument("--shard-count", type=int, default=1)
@@ -58,6 +70,8 @@ def main(argv=None) -> int:
             shard_count=args.shard_count, skip_existing=args.skip_existing, text_norm=args.text_norm,
             sample_rate=args.sample_rate, format=args.format, strict=args.strict, allow_pipes=args.allow_pipes,
             pipe_timeout=args.pipe_timeout, shar_audio_format=args.shar_audio_format, progress=not args.no_progress,
+            task=args.task, shuffle=not args.no_shuffle, seed=args.seed, min_duration=args.min_duration,
+            max_duration=args.max_duration, segments=args.segments, utt2spk=args.utt2spk,
         )
     except PackingError as e:
         print(f"pack_shards: error: {e}", file=sys.stderr)

@@ -50,10 +50,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import soundfile as sf
 
 try:
-    from nest_ext.data.dynamic_mixing import speaker_ids_from_filename
+    from nest_ext.data.speaker_ids import SpeakerIdTally, compile_speaker_regex, speaker_ids_from_name
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from nest_ext.data.dynamic_mixing import speaker_ids_from_filename
+    from nest_ext.data.speaker_ids import SpeakerIdTally, compile_speaker_regex, speaker_ids_from_name
 from nest_ext.parts.atomic_io import atomic_write  # noqa: E402
 
 WSJ_SPLITS = ("tr", "cv", "tt")
@@ -77,6 +77,7 @@ class SplitReport:
     num_mixtures: int = 0
     num_written: int = 0
     problems: List[Dict[str, str]] = field(default_factory=list)  # {"file": path, "problem": text}
+    speaker_ids: Dict = field(default_factory=dict)  # SpeakerIdTally.as_dict(): how many got IDs, why not the rest
 
 
 @dataclass
@@ -96,6 +97,8 @@ class PrepareReport:
                 f"  {s.split}: {s.num_written}/{s.num_mixtures} mixtures written to {s.manifest or '(nothing written)'}"
                 f", {len(s.problems)} problem(s)"
             )
+            if s.speaker_ids:
+                lines.append(f"    {SpeakerIdTally.from_dict(s.speaker_ids).describe()}")
             for p in s.problems[:max_lines]:
                 lines.append(f"    {p['file']}: {p['problem']}")
             if len(s.problems) > max_lines:
@@ -198,9 +201,9 @@ def _split_dirs(
 
 
 def _check_mixture(
-    name: str, split_dir: str, mix_dir: str, source_dirs: List[str], expected_rate: Optional[int]
-) -> Tuple[Optional[dict], List[Dict[str, str]]]:
-    """Entry for one mixture, or the problems that keep it out."""
+    name: str, split_dir: str, mix_dir: str, source_dirs: List[str], expected_rate: Optional[int], regex=None
+) -> Tuple[Optional[dict], List[Dict[str, str]], Optional[str]]:
+    """Entry for one mixture, or the problems that keep it out; and why it has no speaker IDs (None if it has)."""
     mix_path = os.path.join(split_dir, mix_dir, name)
     paths = [mix_path] + [os.path.join(split_dir, d, name) for d in source_dirs]
     problems, infos = [], []
@@ -230,16 +233,16 @@ def _check_mixture(
         if ref.frames == 0:
             problems.append({"file": ref_path, "problem": "empty mixture"})
     if problems:
-        return None, problems
+        return None, problems, None
     entry = {
         "input_filepath": paths[0],
         "target_filepath": paths[1:],
         "duration": round(infos[0][1].frames / infos[0][1].samplerate, 6),
     }
-    speakers = speaker_ids_from_filename(name, num_spks=len(source_dirs))
+    speakers, reason = speaker_ids_from_name(name, len(source_dirs), regex)
     if speakers is not None:
         entry["speaker_ids"] = speakers
-    return entry, []
+    return entry, [], reason
 
 
 def prepare_separation_manifests(
@@ -256,6 +259,7 @@ def prepare_separation_manifests(
     strict: bool = False,
     relative_paths: bool = False,
     num_workers: int = 8,
+    speaker_id_regex: Optional[str] = None,
 ) -> PrepareReport:
     """Check a corpus tree and write ``output_dir/<split>.json`` manifests plus ``prepare_report.json``.
 
@@ -272,6 +276,9 @@ def prepare_separation_manifests(
         strict: raise :class:`PreparationError` on any problem, writing no manifest.
         relative_paths: write paths relative to ``output_dir`` instead of absolute ones.
         num_workers: threads reading file headers.
+        speaker_id_regex: read speaker IDs from mixture names with this regex (one group per speaker, or one
+            group matched once per speaker; see ``nest_ext.data.speaker_ids``) instead of the wsj0-mix/LibriMix
+            patterns. How many mixtures got IDs, and why the others did not, is in the report.
 
     Returns:
         a :class:`PrepareReport` (per split: manifest path, counts, problems by file).
@@ -279,6 +286,7 @@ def prepare_separation_manifests(
     if mixture not in WHAM_MIXTURES:
         raise ValueError(f"mixture must be one of {WHAM_MIXTURES}, got {mixture!r}")
     root = os.path.abspath(root)
+    regex = compile_speaker_regex(speaker_id_regex)
     found_layout, base, present = _detect(root, layout, sample_rate, mode)
     expected_rate = sample_rate or _rate_from_path(base)
     report = PrepareReport(layout=found_layout, base_dir=base)
@@ -296,12 +304,15 @@ def prepare_separation_manifests(
         names = _audio_files(os.path.join(split_dir, mix_dir))
         sr.num_mixtures = len(names)
         with ThreadPoolExecutor(max_workers=max(1, num_workers)) as pool:
-            results = list(pool.map(lambda n: _check_mixture(n, split_dir, mix_dir, source_dirs, expected_rate), names))
-        split_entries = []
-        for entry, problems in results:
+            results = list(pool.map(lambda n: _check_mixture(n, split_dir, mix_dir, source_dirs, expected_rate, regex),
+                                    names))
+        split_entries, tally = [], SpeakerIdTally()
+        for name, (entry, problems, reason) in zip(names, results):
             if entry is not None:
                 split_entries.append(entry)
+                tally.add(name, entry.get("speaker_ids"), reason)
             sr.problems.extend(problems)
+        sr.speaker_ids = tally.as_dict()
         mix_names = set(names)
         for d in source_dirs:
             for n in _audio_files(os.path.join(split_dir, d)):
@@ -362,6 +373,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--strict", action="store_true", help="fail on any problem, write nothing")
     parser.add_argument("--relative-paths", action="store_true")
     parser.add_argument("--num-workers", type=int, default=8)
+    parser.add_argument("--speaker-id-regex", default=None,
+                        help="regex for speaker IDs in mixture file names: one group per speaker, or one group "
+                             "matched once per speaker (default: the wsj0-mix and LibriMix patterns)")
     args = parser.parse_args(argv)
     try:
         report = prepare_separation_manifests(
@@ -378,8 +392,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             strict=args.strict,
             relative_paths=args.relative_paths,
             num_workers=args.num_workers,
+            speaker_id_regex=args.speaker_id_regex,
         )
-    except PreparationError as e:
+    except (PreparationError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(report.summary())

@@ -11,7 +11,7 @@ Shapes: ``T`` samples; ``C`` channels; float32 samples in [-1, 1] as soundfile d
 
 - :func:`read_audio_info` -> :class:`AudioInfo` ``(frames, samplerate, channels)``, from the header only;
 - :func:`read_audio_segment` -> ``[frames]`` of a mono file at an expected rate (only those frames are read);
-- :func:`load_audio` -> ``[T]``, mono or one chosen channel, resampled to the asked rate;
+- :func:`load_audio` -> ``[T]``, mono, one chosen channel or a mixdown, whole or a segment, resampled to the asked rate;
 - :func:`resample` ``[T]`` or ``[T, C]`` -> ``[ceil(T * target_sr / orig_sr)]`` (``[.., C]``).
 
 Example::
@@ -142,36 +142,54 @@ def read_audio_segment(path: str, sample_rate: int, start: int = 0, frames: int 
     return audio
 
 
-def load_audio(path: str, sample_rate: int, channel: Optional[int] = None) -> np.ndarray:
-    """Read a whole file as float32 ``[T]`` at ``sample_rate`` (resampled with :func:`resample` if needed).
+def load_audio(
+    path: str,
+    sample_rate: int,
+    channel: Optional[int] = None,
+    start: int = 0,
+    frames: int = -1,
+    mixdown: bool = False,
+) -> np.ndarray:
+    """Read a file (or ``frames`` frames from frame ``start``, counted at the file's own rate; only those are
+    read) as float32 ``[T]`` at ``sample_rate`` (resampled with :func:`resample` if needed).
 
-    Multi-channel files are refused unless ``channel`` picks one: a silent downmix is rarely what a user
-    wants (a separation of a downmix differs from a separation of either microphone).
+    Multi-channel files are refused unless ``channel`` picks one, or ``mixdown`` averages the channels: a silent
+    downmix is rarely what a user wants for separation (a separation of a downmix differs from a separation of
+    either microphone), but is the usual reading of clean training speech.
 
     Raises:
-        BadAudioError: the file is missing, unreadable or has no samples.
-        ValueError: a multi-channel file without ``channel``, or a ``channel`` the file does not have (the
-            file is fine; the call has to choose).
+        BadAudioError: the file is missing or unreadable, has no samples, or holds NaN/Inf samples.
+        ValueError: a multi-channel file without ``channel`` or ``mixdown``, or a ``channel`` the file does not
+            have (the file is fine; the call has to choose).
     """
     if channel is not None and not isinstance(channel, (int, np.integer)):
         raise ValueError(f"channel must be a channel index, got {channel!r}")
     try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            if start:
+                f.seek(start)
+            audio = f.read(frames=frames, dtype="float32", always_2d=True)  # [T, C]
     except Exception as e:
         raise _unreadable(path, e, "cannot read") from None
     channels = audio.shape[1]
-    if channel is None:
-        if channels != 1:
-            raise ValueError(
-                f"{path} has {channels} channels; a single-channel signal is expected. Pick one channel "
-                f"(channel=N in Python, --channel N on the command line), N in 0..{channels - 1}."
-            )
-        channel = 0
-    if not 0 <= channel < channels:
-        raise ValueError(f"{path} has {channels} channel(s); channel {channel} does not exist")
-    audio = np.ascontiguousarray(audio[:, channel])
+    if mixdown and channel is None:
+        audio = audio.mean(axis=1)
+    else:
+        if channel is None:
+            if channels != 1:
+                raise ValueError(
+                    f"{path} has {channels} channels; a single-channel signal is expected. Pick one channel "
+                    f"(channel=N in Python, --channel N on the command line), N in 0..{channels - 1}."
+                )
+            channel = 0
+        if not 0 <= channel < channels:
+            raise ValueError(f"{path} has {channels} channel(s); channel {channel} does not exist")
+        audio = np.ascontiguousarray(audio[:, channel])
     if audio.size == 0:
         raise BadAudioError(path, "contains no samples")
+    if not np.all(np.isfinite(audio)):
+        raise BadAudioError(path, "contains NaN or Inf samples")
     return resample(audio, rate, sample_rate)
 
 

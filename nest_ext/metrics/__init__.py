@@ -5,7 +5,9 @@
 * :mod:`~nest_ext.metrics.separation`: ``separation_metrics`` of one utterance (SI-SDR, SI-SDRi, SDR, SDRi,
   PESQ/STOI), ``pit_align``;
 * :mod:`~nest_ext.metrics.perceptual`: optional PESQ (nb/wb) and STOI, when their packages are installed;
-* :mod:`~nest_ext.metrics.report`: ``write_evaluation`` (CSV, JSON, HTML with spectrograms and audio players).
+* :mod:`~nest_ext.metrics.report`: ``write_evaluation`` (CSV, JSON, HTML with spectrograms and audio players);
+* :mod:`~nest_ext.metrics.error_rate`: word / character error rates with substitution, deletion and insertion
+  counts (Kaldi's alignment through ``kaldialign``, as NeMo's WER), and transcript normalisation.
 
 Layer: above ``parts``, ``modules`` and ``losses`` (it may import them), below ``models`` and the command line.
 Names resolve lazily, so ``import nest_ext.metrics`` imports neither torchmetrics nor NeMo. The function
@@ -16,10 +18,16 @@ Example::
     >>> from nest_ext.metrics import metric_stats
     >>> metric_stats([1.0, 3.0, float("nan")])["mean"]
     2.0
+    >>> from nest_ext.metrics import error_counts
+    >>> error_counts(["a b c"], ["a x c d"]).errors
+    2
 """
 from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
+    "ErrorCounts": "nest_ext.metrics.error_rate",
+    "error_counts": "nest_ext.metrics.error_rate",
+    "normalize_transcript": "nest_ext.metrics.error_rate",
     "ZERO_MEAN": "nest_ext.metrics.si_sdr",
     "PitSiSdr": "nest_ext.metrics.si_sdr",
     "pit_si_sdr_scores": "nest_ext.metrics.si_sdr",

@@ -5,6 +5,8 @@ _EXPORTS = {
     "EncDecCTCModelBPE": "nest_ext.models.ctc_models",
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
+    "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra
+    "RestorationGANModel": "nest_ext.models.restoration_gan",
 }
 
 __all__ = sorted(_EXPORTS)

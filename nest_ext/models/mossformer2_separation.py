@@ -32,15 +32,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.core.classes.common import PretrainedModelInfo
-from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
-from nemo.utils import logging
+from nemo.core.neural_types import NeuralType
 
 from nest_ext.data.audio_io import load_audio
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss
 from nest_ext.metrics.si_sdr import pit_si_sdr_scores
 from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
-from nest_ext.parts.dataloader_options import dataloader_kwargs
+from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
 from nest_ext.parts.unset_data import without_unset_data
 
@@ -121,17 +120,11 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
     @property
     def input_types(self) -> Dict[str, NeuralType]:
         # Documented, not enforced with @typecheck: forward also takes [B, T] mixtures.
-        return {
-            "input_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "input_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "input")
 
     @property
     def output_types(self) -> Dict[str, NeuralType]:
-        return {
-            "output_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "output_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "output")
 
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Separate a batch of mixtures.
@@ -144,12 +137,7 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
         Returns:
             (estimates [B, num_spks, T], length [B]).
         """
-        if input_signal.ndim == 3:
-            if input_signal.size(1) != 1:
-                raise ValueError(f"expected a single-channel mixture [B, 1, T], got {tuple(input_signal.shape)}")
-            input_signal = input_signal[:, 0]
-        elif input_signal.ndim != 2:
-            raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(input_signal.shape)}")
+        input_signal = as_mono_batch(input_signal)
         batch, time = input_signal.shape
         if input_length is None:
             input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
@@ -193,15 +181,16 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
 
     # ------------------------------------------------------------------ data
     def _setup_dataloader_from_config(self, config: Optional[Dict]):
-        """Separation manifests (input = mixture, target = list of sources) through
-        `nest_ext.data.separation_dataset`: random `segment_seconds` crops, optional dynamic mixing and
-        speed perturbation. `sample_rate` and `num_spks` come from the model unless the config sets them.
+        """Separation data through `nest_ext.data.separation_data`: manifests (input = mixture, target = list of
+        sources), NeMo-style tar shards (`is_tarred`) or NeMo's lhotse path (`use_lhotse`: Shar or CutSet
+        manifests); random `segment_seconds` crops, optional speed perturbation and dynamic mixing (from a
+        `source_pool` or the data's own sources). `sample_rate` and `num_spks` come from the model unless the
+        config sets them.
         """
-        if config is None or config.get("manifest_filepath") is None:
-            logging.warning(f"No manifest_filepath in {config}; dataloader not set up")
-            return None
-        from nest_ext.data.separation_dataset import get_separation_dataset_from_config
+        from nest_ext.data.separation_data import get_separation_dataloader
 
+        if config is None:
+            return None
         # ModelPT sets up data before our __init__ body runs: read the model's values from the config
         model_values = {"sample_rate": int(self._cfg.sample_rate), "num_spks": int(self._cfg.num_spks)}
         with open_dict(config):
@@ -210,15 +199,14 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
                     config[key] = value
                 elif int(config[key]) != value:
                     raise ValueError(f"dataset {key}={config[key]} differs from the model's {key}={value}")
-        dataset = get_separation_dataset_from_config(config)
-        return torch.utils.data.DataLoader(
-            dataset=dataset,
-            batch_size=config["batch_size"],
-            collate_fn=dataset.collate_fn,
-            drop_last=config.get("drop_last", False),
-            shuffle=config["shuffle"],
-            **dataloader_kwargs(config),
-        )
+        return get_separation_dataloader(config, global_rank=self.global_rank, world_size=self.world_size)
+
+    def setup_training_data(self, train_data_config: Optional[Union[DictConfig, Dict]]):
+        # NeMo's AudioToAudioModel refuses is_tarred here after building the loader; ours reads tar shards.
+        if "shuffle" not in train_data_config:
+            train_data_config["shuffle"] = True
+        self._update_dataset_config(dataset_name="train", config=train_data_config)
+        self._train_dl = self._setup_dataloader_from_config(config=train_data_config)
 
     def on_train_epoch_start(self):
         # New crops / dynamic mixtures each epoch; the dataset keeps the epoch in shared memory for workers

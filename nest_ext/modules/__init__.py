@@ -3,6 +3,7 @@ from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "ConformerEncoder": "nest_ext.modules.conformer",
+    "FrameStackingConnector": "nest_ext.modules.frame_stacking_connector",
     "MossFormer2": "nest_ext.modules.mossformer2",
 }
 

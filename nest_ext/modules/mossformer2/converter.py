@@ -12,14 +12,16 @@ This is the only module of the project that knows the official parameter names. 
   raising :class:`MossFormer2CheckpointError` with the full lists of unknown, missing and mismatched
   keys.
 
-Example:
-    >>> import torch
-    >>> from nest_ext.modules.mossformer2.converter import (
-    ...     architecture_from_checkpoint, load_official_state_dict, official_to_ours)
-    >>> ckpt = torch.load("official.pt", map_location="cpu")            # doctest: +SKIP
-    >>> arch = architecture_from_checkpoint(ckpt)                        # doctest: +SKIP
-    >>> ours = official_to_ours(load_official_state_dict(ckpt), arch)    # doctest: +SKIP
-    >>> MossFormer2(**arch).load_state_dict(ours)                        # doctest: +SKIP
+Example (an official file: ``ckpt = torch.load("official.pt", map_location="cpu")``, then
+``arch = architecture_from_checkpoint(ckpt)``, ``MossFormer2(**arch).load_state_dict(official_to_ours(
+load_official_state_dict(ckpt), arch))``; ``tools/convert_mossformer2_checkpoint.py`` does this)::
+
+    >>> official_to_ours_name("enc.conv1d.weight"), official_to_ours_name("dec.weight")
+    ('encoder.conv.weight', 'decoder.deconv.weight')
+    >>> official_to_ours_name("mask_net.mdl.intra_mdl.mossformerM.layers.3.to_qk.mdl.1.weight")
+    'masker.layers.3.attention.to_qk.linear.weight'
+    >>> official_to_ours_name("not.an.official.key") is None
+    True
 """
 import re
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
