@@ -183,8 +183,11 @@ def test_nest_checkpoint_to_ctc_finetune_and_wer(tmp_path):
 
     nemos = sorted((tmp_path / "exp").rglob("*.nemo"))
     assert nemos, "fine-tuning left no .nemo"
-    from nemo.collections.asr.models import EncDecCTCModelBPE
+    from nemo.collections.asr.models import EncDecCTCModelBPE as NeMoCTC
+    from nest_ext.models import EncDecCTCModelBPE
 
+    # portable: NeMo's class restores it with NeMo's encoder, ours with ours
+    assert type(NeMoCTC.restore_from(str(nemos[-1]), map_location="cpu").encoder).__module__.startswith("nemo.")
     asr = EncDecCTCModelBPE.restore_from(str(nemos[-1]), map_location="cpu")
     assert type(asr.encoder).__module__.startswith("nest_ext."), type(asr.encoder)
     nest_params = dict(nest.encoder.named_parameters())

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.overrides import TorchFunctionMode
 
+from nest_ext.parts.nemo_targets import to_nemo_targets
 from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -231,33 +232,11 @@ def compare_param_counts(
         rows.append({"name": size, "ours": ours, "nemo": theirs, "ok": ours == theirs})
     for path in extra_configs:
         cfg = load_our_config(path)
-        nemo_cfg = copy.deepcopy(cfg)
-        with open_dict(nemo_cfg):
-            _to_nemo_targets(nemo_cfg)
+        nemo_cfg = to_nemo_targets(cfg)  # NeMo's twin of our config
         ours = count_parameters(build_model(cfg, ours=True))
         theirs = count_parameters(build_model(nemo_cfg, ours=False))
         rows.append({"name": str(path), "ours": ours, "nemo": theirs, "ok": ours == theirs})
     return {"ok": all(r["ok"] for r in rows), "rows": rows}
-
-
-# Our class -> NeMo's class, for building NeMo's twin of one of our configs.
-NEMO_TARGETS = {
-    "nest_ext.modules.ConformerEncoder": "nemo.collections.asr.modules.ConformerEncoder",
-    "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss",
-    "nest_ext.losses.MLMLoss": "nemo.collections.asr.losses.MLMLoss",
-}
-
-
-def _to_nemo_targets(node):
-    if isinstance(node, DictConfig):
-        for key in list(node.keys()):
-            if key == "_target_" and node[key] in NEMO_TARGETS:
-                node[key] = NEMO_TARGETS[node[key]]
-            else:
-                _to_nemo_targets(node._get_node(key))
-    elif isinstance(node, ListConfig):
-        for item in node:
-            _to_nemo_targets(item)
 
 
 # --------------------------------------------------------------------------------------------- numbers

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from nest_ext.cli.preflight import check_required_values, check_training_batches
+
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py, config/, demo_data/
 DEMO_CONFIG = "nest_demo"
 DEFAULT_MODEL = "nest_ext.models.ssl_models.EncDecDenoiseMaskedTokenPredModel"
@@ -110,13 +112,7 @@ def find_nemo(log_dir, since: float):
 
 def run(cfg: DictConfig) -> None:
     """Train with the composed config ``cfg`` (what ``train.py``'s Hydra entry point hands over)."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if missing:  # a clear message instead of a traceback from deep inside NeMo
-        raise SystemExit(
-            "These config values must be set: " + ", ".join(missing)
-            + "\n  e.g. python train.py model.train_ds.manifest_filepath=train.json "
-            "model.validation_ds.manifest_filepath=val.json\n  (python train.py with no arguments runs the demo)"
-        )
+    check_required_values(cfg)
     import lightning.pytorch as pl
 
     from nemo.utils import logging
@@ -128,6 +124,7 @@ def run(cfg: DictConfig) -> None:
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
     model = model_class(cfg)(cfg=cfg.model, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg)
+    check_training_batches(trainer, model._train_dl)
     started = time.time()
     trainer.fit(model)
 
