@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nest_ext.modules.mossformer2.conv_modules import ConvFeedForward, depthwise_conv, parallel_conv_feedforward
+from nest_ext.modules.mossformer2.conv_modules import (
+    ConvFeedForward,
+    FusedConvFeedForward,
+    depthwise_conv,
+    parallel_conv_feedforward,
+)
 from nest_ext.modules.mossformer2.norms import LayerNorm
 
 __all__ = ["DenseDilatedLayer", "DenseDilatedMemory", "FSMNMemory", "GatedFSMN", "GatedFSMNBlock"]
@@ -63,10 +68,11 @@ class DenseDilatedMemory(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skip = x
-        for layer in self.layers:
+        for layer in self.layers[:-1]:
             out = layer(skip)
-            skip = torch.cat((out, skip), dim=1)
-        return out
+            # concatenated in channels-last memory ([B, L, C] underneath), where the convolutions are fast
+            skip = torch.cat((out.transpose(1, 2), skip.transpose(1, 2)), dim=-1).transpose(1, 2)
+        return self.layers[-1](skip)
 
 
 class FSMNMemory(nn.Module):
@@ -91,9 +97,20 @@ class GatedFSMN(nn.Module):
         self.to_u = ConvFeedForward(dim, dim, "layer", kernel_size, dropout)
         self.to_v = ConvFeedForward(dim, dim, "layer", kernel_size, dropout)
         self.fsmn = FSMNMemory(dim, dim, lorder)
+        self.fused_projections = None  # set by fuse_projections()
+
+    def fuse_projections(self):
+        """For inference: ``to_u`` and ``to_v`` become one :class:`FusedConvFeedForward` (see
+        :meth:`GatedSingleHeadAttention.fuse_projections`)."""
+        if self.fused_projections is None:
+            self.fused_projections = FusedConvFeedForward((self.to_u, self.to_v))
+            del self.to_u, self.to_v
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, v = parallel_conv_feedforward((self.to_u, self.to_v), x)
+        if self.fused_projections is not None:
+            u, v = self.fused_projections(x)
+        else:
+            u, v = parallel_conv_feedforward((self.to_u, self.to_v), x)
         return v * self.fsmn(u) + x
 
 
