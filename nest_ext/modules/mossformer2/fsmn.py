@@ -18,6 +18,8 @@ Example:
     >>> GatedFSMNBlock(64, inner_dim=32)(torch.randn(2, 30, 64)).shape
     torch.Size([2, 30, 64])
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,7 +55,8 @@ class DenseDilatedLayer(nn.Module):
         # followed by a sum over each group's inputs: the depthwise kernel is much faster on CPU
         y = depthwise_conv(x, self.weight.reshape(channels * per_channel, 1, kernel), self.dilation)
         if per_channel > 1:
-            y = y.unflatten(1, (channels, per_channel)).sum(dim=2)
+            # summed slice by slice: y is channels-last, where .sum over adjacent channels is ~8x slower
+            y = functools.reduce(torch.add, y.unflatten(1, (channels, per_channel)).unbind(2))
         return self.act(self.norm(y))
 
 
@@ -111,7 +114,9 @@ class GatedFSMN(nn.Module):
             u, v = self.fused_projections(x)
         else:
             u, v = parallel_conv_feedforward((self.to_u, self.to_v), x)
-        return v * self.fsmn(u) + x
+        if torch.is_grad_enabled():
+            return v * self.fsmn(u) + x
+        return self.fsmn(u).mul_(v).add_(x)  # inference: in place in fsmn's fresh output
 
 
 class GatedFSMNBlock(nn.Module):
