@@ -80,6 +80,20 @@ def _use_fast_backward(x: torch.Tensor, weight: torch.Tensor) -> bool:
             and (x.requires_grad or weight.requires_grad))
 
 
+def _contiguous_ncl(x: torch.Tensor) -> torch.Tensor:
+    """``x.contiguous()`` for ``[B, C, L]``, one ``[C, L]`` matrix at a time.
+
+    A channels-last ``x`` then goes through PyTorch's blocked 2-D transpose copy, ~5x faster on CPU than
+    the generic strided copy of the 3-D tensor (which took more time than the convolution it feeds).
+    """
+    if x.is_contiguous():
+        return x
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    for item, source in zip(out, x):
+        item.copy_(source)
+    return out
+
+
 def _conv_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, dilation: int) -> torch.Tensor:
     """``grad_w[c, 0, k] = sum_{b, t} grad_out[b, c, t] * x_padded[b, c, t + k * dilation]`` for ``[B, C, L]``.
 
@@ -92,8 +106,8 @@ def _conv_weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel: int, dila
             return _conv_weight_grad(x.float(), grad_out.float(), kernel, dilation)
     batch, channels, length = x.shape
     pad = dilation * (kernel - 1) // 2
-    xp = F.pad(x, (pad, pad)).reshape(1, batch * channels, 1, length + 2 * pad)
-    g = grad_out.reshape(batch * channels, 1, 1, length)
+    xp = F.pad(_contiguous_ncl(x), (pad, pad)).reshape(1, batch * channels, 1, length + 2 * pad)
+    g = _contiguous_ncl(grad_out).reshape(batch * channels, 1, 1, length)
     grad_w = F.conv2d(xp, g, stride=(1, dilation), groups=batch * channels)
     return grad_w.reshape(batch, channels, kernel).sum(0).unsqueeze(1)
 
