@@ -11,6 +11,7 @@ Without it the comparison is skipped with a message and only the RTF table of ou
    the minimum and median of each and the ratio ours / official (below 1.0: ours is faster) are printed:
    - inference: eval mode, ``torch.inference_mode()``;
    - inference, prepared: the same after ``prepare_for_inference(model, "fp32")`` (what separate.py runs);
+   - inference, baseline: with ``--baseline-path``, the model of another nest_ext checkout (before/after);
    - train step: train mode (dropout on), forward, a loss, backward, an Adam step (``--skip-train``: none).
 3. Peak memory of one inference and one train step, from torch.profiler's allocation events (CPU has
    no allocator peak counter): the peak of live tensor bytes allocated during the call.
@@ -69,6 +70,26 @@ def build_ours(arch):
     from nest_ext.modules.mossformer2 import MossFormer2
 
     return MossFormer2(**arch)
+
+
+def import_baseline(path):
+    """``MossFormer2`` of another nest_ext checkout (e.g. an older commit: ``git archive COMMIT nest_ext``).
+
+    Imported with its own module objects, then the current package is re-imported, so both run side by side
+    in this process.
+    """
+    def forget():
+        for name in [n for n in sys.modules if n == "nest_ext" or n.startswith("nest_ext.")]:
+            del sys.modules[name]
+
+    saved = sys.path[:]
+    forget()
+    sys.path.insert(0, path)
+    try:
+        return importlib.import_module("nest_ext.modules.mossformer2").MossFormer2
+    finally:
+        sys.path[:] = saved
+        forget()
 
 
 def run_model(model, mixture, is_official):
@@ -135,16 +156,24 @@ def compare(args, arch, official_cls):
     if diff > 1e-4:
         raise SystemExit(f"outputs differ by {diff:.2e} > 1e-4: the comparison would be meaningless")
 
-    from nest_ext.modules.mossformer2.inference import prepare_for_inference
+    try:
+        from nest_ext.modules.mossformer2.inference import prepare_for_inference
 
-    prepared = prepare_for_inference(ours, "fp32")  # what separate.py runs: projections fused once
+        prepared = prepare_for_inference(ours, "fp32")  # what separate.py runs: projections fused once
+    except ImportError:  # an older checkout of nest_ext (before/after comparisons): no prepared variant
+        prepared = None
+    baseline = None
+    if args.baseline_path:
+        baseline = import_baseline(args.baseline_path)(**arch).eval()
+        baseline.load_state_dict(ours.state_dict())
     opt_off = torch.optim.Adam([p for p in official.parameters() if p.requires_grad], lr=1e-5)
     opt_ours = torch.optim.Adam([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
     # each job: the official run, then ours (one or more variants), alternating round by round
     jobs = {
         "inference": (lambda: inference(official, mixture, True), {
             "inference": lambda: inference(ours, mixture, False),
-            "inference, prepared": lambda: inference(prepared, mixture, False),
+            **({"inference, prepared": lambda: inference(prepared, mixture, False)} if prepared is not None else {}),
+            **({"inference, baseline": lambda: inference(baseline, mixture, False)} if baseline is not None else {}),
         }),
         "train step": (lambda: train_step(official, opt_off, mixture, True), {
             "train step": lambda: train_step(ours, opt_ours, mixture, False),
@@ -172,8 +201,8 @@ def compare(args, arch, official_cls):
                   f"{cu / co:22.2f}")
 
     if args.profile:
-        profile_ops(args, {"official": jobs["inference"][0], "ours": jobs["inference"][1]["inference"],
-                           "ours, prepared": jobs["inference"][1]["inference, prepared"]})
+        ours = {name.replace("inference", "ours"): run for name, run in jobs["inference"][1].items()}
+        profile_ops(args, {"official": jobs["inference"][0], **ours})
     if not args.skip_memory:
         print("\npeak live tensor memory (torch.profiler allocation events, MiB):")
         for name, (run_official, variants) in jobs.items():
@@ -227,6 +256,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rtf-seconds", type=float, nargs="*", default=[1.0, 4.0, 10.0])
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--baseline-path", default=None,
+                        help="folder holding another nest_ext (e.g. `git archive OLD nest_ext | tar -x -C DIR`): its model joins the inference timing")
     parser.add_argument("--skip-train", action="store_true", help="inference only (no train-step timing)")
     parser.add_argument("--profile", action="store_true", help="top operators of each model's inference (1 and N threads)")
     parser.add_argument("--quick", action="store_true", help="S widths with 2 layers, 1 s, 2 rounds (under a minute)")
