@@ -7,6 +7,7 @@ writes `out/mix1_s1.wav ... out/mix1_sN.wav` at the model's sample rate (`--outp
 `--out-dir`). Input at another rate is resampled (soxr HQ, `nest_ext.data.audio_io.resample`, as
 evaluate_separation does). Multi-channel input is refused unless `--channel N` picks a channel.
 `--chunk-seconds S` separates long recordings in overlapping chunks (bounded memory).
+`--precision {fp32,bf16,int8}`: inference precision (speed and SI-SDRi cost in docs/benchmarks.md).
 Exit status: 0 when every file was separated, 1 when any input was refused or failed (each named).
 """
 from nest_ext.cli.conventions import (
@@ -24,6 +25,8 @@ def build_parser():
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
                         help="separate in overlapping chunks of S seconds (long inputs, bounded memory)")
     add_device(parser)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                        help="inference precision (nest_ext.modules.mossformer2.inference; int8: CPU only)")
     return parser
 
 
@@ -40,15 +43,20 @@ def main(argv=None) -> int:
     import torch
 
     from nest_ext.models.mossformer2_separation import MossFormer2SeparationModel
+    from nest_ext.modules.mossformer2.inference import inference_precision, prepare_for_inference
 
     model = MossFormer2SeparationModel.restore_from(args.model, map_location=torch.device(device))
-    model.eval()
+    try:
+        model = prepare_for_inference(model, args.precision, inplace=True)
+    except ValueError as err:  # int8 on a GPU
+        return error(err)
     failures = 0
     for path in args.inputs:
         try:
-            (written,) = model.process(
-                [path], args.out_dir, input_channel_selector=args.channel, chunk_seconds=args.chunk_seconds
-            )
+            with inference_precision(args.precision, torch.device(device).type):
+                (written,) = model.process(
+                    [path], args.out_dir, input_channel_selector=args.channel, chunk_seconds=args.chunk_seconds
+                )
         except ValueError as err:  # BadAudioError (unreadable, empty), multi-channel without --channel: named
             error(err)
             failures += 1
