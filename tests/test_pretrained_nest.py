@@ -169,7 +169,7 @@ def test_train_py_continues_pretraining_from_a_pretrained_name(nvidia_nest, tmp_
 
     from conftest import ROOT, speech_like, write_manifest, write_wav
     from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
-    from nest_ext.parts.synth import noise_like
+    from nest_ext.parts.synthetic_noise import noise_like
 
     folder, weights = nvidia_nest
     speech = [{"audio_filepath": write_wav(tmp_path / f"u{i}.wav", speech_like(1.5, seed=i)), "duration": 1.5}
