@@ -79,6 +79,9 @@ def _check(p, args) -> None:
     for flag, value in (("--text", args.text), ("--segments", args.segments), ("--utt2spk", args.utt2spk)):
         if value is not None and args.wav_scp is None:
             p.error(f"{flag} goes with --wav-scp; a --manifest carries its own keys")
+    if args.task == "separation" and args.format == "wenet":
+        p.error("--format wenet holds one audio and a transcript per utterance (ASR data); --task separation "
+                "writes --format nemo or lhotse-shar")
     if args.task == "separation" and args.manifest is None:
         p.error("--task separation reads a separation --manifest (prepare_separation_data's TR.json)")
     if args.min_duration is not None and args.max_duration is not None and args.min_duration > args.max_duration:

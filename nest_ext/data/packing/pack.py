@@ -123,7 +123,8 @@ def pack_shards(
     whose marker matches this plan are kept. Bad audio is logged by utterance id and path and left
     out; with ``strict`` the first problem raises :class:`PackingError` instead. Returns a
     :class:`PackSummary`; ``summary.complete`` is True once all shards exist and the format's index
-    files (nemo: merged manifest and ``data.list``; lhotse-shar: ``shar_index.json``) have been written.
+    files (nemo: merged manifest and ``data.list``; lhotse-shar: ``shar_index.json``; wenet: ``key_map.tsv``
+    and ``data.list``) have been written.
     ``progress``: a bar on a terminal, otherwise a log line with count, rate and ETA every ``progress_every_s``.
     """
     t0 = time.perf_counter()
