@@ -1,6 +1,6 @@
 """Write NeMo audio-to-audio manifests for speech separation corpora (wsj0-2mix/3mix, LibriMix, WHAM!/WHAMR!).
 
-(Over 400 lines: one job, layout detection + per-file checks + the writer, with its Python API and command line.)
+(Long file: one job, layout detection + per-file checks + the writer, with its Python API and command line.)
 
 Layouts (``--layout auto`` recognises them):
 
