@@ -1,5 +1,6 @@
 """NEST model: NeMo's loss on the same batch and weights, our data path, the encoder toggle, .nemo round trip."""
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -173,11 +174,10 @@ def test_lhotse_path_uses_our_lhotse_dataset(data):
     assert not torch.equal(batch.audio, batch.noisy_audio)  # noise was mixed in (augmentor prob 1)
 
 
-def test_encoder_choice_is_logged_and_leaves_other_encoders(monkeypatch):
+def test_encoder_choice_is_logged_and_leaves_other_encoders(caplog):
     from nest_ext.parts import encoder_choice
 
-    said = []
-    monkeypatch.setattr(encoder_choice, "_log", lambda msg, warning=False: said.append((msg, warning)))
+    caplog.set_level(logging.INFO, logger=encoder_choice.__name__)
     cfg = OmegaConf.create({"encoder": {"_target_": OUR_CONFORMER, "d_model": 8}})
     on = encoder_choice.apply_encoder_choice(cfg, env={"USE_NEMO_CONFORMER": "Yes"})
     assert on.encoder._target_ == NEMO_CONFORMER and cfg.encoder._target_ == OUR_CONFORMER
@@ -186,6 +186,8 @@ def test_encoder_choice_is_logged_and_leaves_other_encoders(monkeypatch):
     assert encoder_choice.apply_encoder_choice(nemos, env={}).encoder._target_ == OUR_CONFORMER
     other = OmegaConf.create({"encoder": {"_target_": "nemo.collections.asr.modules.SqueezeformerEncoder"}})
     assert encoder_choice.apply_encoder_choice(other, env={"USE_NEMO_CONFORMER": "1"}) == other
+    said = [(r.getMessage(), r.levelno == logging.WARNING) for r in caplog.records if r.name == encoder_choice.__name__]
     assert [w for _, w in said] == [False, False, False, True]
     assert "USE_NEMO_CONFORMER is set" in said[0][0] and NEMO_CONFORMER in said[0][0]
     assert "SqueezeformerEncoder" in said[3][0]
+

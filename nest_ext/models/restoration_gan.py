@@ -33,6 +33,7 @@ Example (tiny network, random weights):
     >>> tuple(out.shape), length.tolist(), float(out[1, 0, 1200:].abs().max())
     ((2, 1, 1600), [1600, 1200], 0.0)
 """
+import logging
 import math
 from typing import Dict, Optional
 
@@ -44,13 +45,14 @@ from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.collections.tts.losses.audio_codec_loss import TimeDomainLoss
 from nemo.collections.tts.losses.stftlosses import MultiResolutionSTFTLoss
 from nemo.core.neural_types import NeuralType
-from nemo.utils import logging
 
 from nest_ext.losses.pit_sisdr import si_sdr_valid
 from nest_ext.modules.restoration.discriminators import discriminate, named_discriminators
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RestorationGANModel"]
 
@@ -168,7 +170,7 @@ class RestorationGANModel(AudioToAudioModel):
         norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else torch.zeros(())
         metrics[f"train/grad_norm_{name}"] = norm.detach()
         if self.skip_nan_gradients and not torch.isfinite(norm):
-            logging.warning(f"non-finite {name} gradient norm ({norm}) at global step {self.global_step}: step skipped")
+            logger.warning(f"non-finite {name} gradient norm ({norm}) at global step {self.global_step}: step skipped")
             optimizer.zero_grad(set_to_none=True)
         else:
             if self.clip_grad_norm.get(name) is not None:
@@ -260,7 +262,7 @@ class RestorationGANModel(AudioToAudioModel):
 
         strategy = self._trainer.strategy if self._trainer is not None else None
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
-            logging.info("RestorationGANModel: DDP with find_unused_parameters=True (the discriminator idles "
+            logger.info("RestorationGANModel: DDP with find_unused_parameters=True (the discriminator idles "
                          "before gan_start_epoch)")
             strategy._ddp_kwargs["find_unused_parameters"] = True
         return super().setup(stage)
@@ -288,7 +290,7 @@ class RestorationGANModel(AudioToAudioModel):
     def _setup_dataloader_from_config(self, config: Optional[Dict]):
         """(degraded, clean) pairs or clean speech degraded on the fly (:mod:`nest_ext.data.restoration_dataset`)."""
         if config is None or config.get("manifest_filepath") is None:
-            logging.warning(f"No manifest_filepath in {config}; dataloader not set up")
+            logger.warning(f"No manifest_filepath in {config}; dataloader not set up")
             return None
         from nest_ext.data.restoration_dataset import get_restoration_dataset_from_config
 
