@@ -156,9 +156,17 @@ def _paths_of(audio_file) -> List[str]:
 class _BadAudioMixin:
     """Construction, start-up check and load-time reporting shared by the manifest and tarred datasets."""
 
-    def _init_nest_dataset(
-        self, noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio,
-        check_audio_at_start, kwargs,
+    checks_entries_at_start = False  # header-check every manifest entry when built (manifest datasets)
+
+    def __init__(
+        self,
+        noise_manifest: str | None = None,
+        batch_augmentor: Any | None = None,
+        min_audio_len_secs: float = 1.0,
+        pad_audio_mode: str = "repeat",
+        on_bad_audio: str = "skip",
+        check_audio_at_start: bool = True,
+        **kwargs,
     ):
         """NeMo's constructor (``kwargs``: its dataset arguments) without its noise manifest, which it reads
         unchecked; then our bad-audio report and the noise manifest, loaded and checked."""
@@ -178,6 +186,9 @@ class _BadAudioMixin:
         self.bad_audio = BadAudioReport(on_bad_audio, name=", ".join(self._lines.files))
         self.noise_manifest = noise_manifest
         self.noise_data = load_noise_manifest(noise_manifest, on_bad_audio, check_audio=check_audio_at_start)
+        if check_audio_at_start and self.checks_entries_at_start:
+            self._check_collection_at_start(kwargs.get("min_duration"))
+        self._fail_if_empty()
 
     def _where(self, entry) -> str:
         return self._lines.where(getattr(entry, "id", None))
@@ -256,23 +267,10 @@ class AudioNoiseDataset(_BadAudioMixin, nemo_ssl.AudioNoiseDataset):
     ``AudioNoiseBatch`` with ``audio``/``noise``/``noisy_audio`` [B, T_max] and lengths [B].
     """
 
-    def __init__(
-        self,
-        noise_manifest: str | None = None,
-        batch_augmentor: Any | None = None,
-        min_audio_len_secs: float = 1.0,
-        pad_audio_mode: str = "repeat",
-        on_bad_audio: str = "skip",
-        check_audio_at_start: bool = True,
-        **kwargs,
-    ):
-        self._init_nest_dataset(
-            noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio, check_audio_at_start,
-            kwargs,
-        )
-        if check_audio_at_start:
-            self._check_collection_at_start(kwargs.get("min_duration"))
-        self._fail_if_empty()
+    checks_entries_at_start = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._bad_indices = set()
 
     def __getitem__(self, index) -> AudioNoiseItem:
@@ -301,22 +299,6 @@ class TarredAudioNoiseDataset(_BadAudioMixin, nemo_ssl.TarredAudioNoiseDataset):
     manifest line and dropped from the stream (``on_bad_audio='error'`` raises). Items as
     :class:`AudioNoiseDataset`.
     """
-
-    def __init__(
-        self,
-        noise_manifest: str | None = None,
-        batch_augmentor: Any | None = None,
-        min_audio_len_secs: float = 1.0,
-        pad_audio_mode: str = "repeat",
-        on_bad_audio: str = "skip",
-        check_audio_at_start: bool = True,
-        **kwargs,
-    ):
-        self._init_nest_dataset(
-            noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio, check_audio_at_start,
-            kwargs,
-        )
-        self._fail_if_empty()
 
     def _build_sample(self, tup):
         """NeMo's member-to-item step, with our noise; None for a member whose audio cannot be read."""

@@ -44,12 +44,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.collections.tts.losses.audio_codec_loss import TimeDomainLoss
 from nemo.collections.tts.losses.stftlosses import MultiResolutionSTFTLoss
-from nemo.core.neural_types import NeuralType
 
 from nest_ext.losses.pit_sisdr import si_sdr_valid
 from nest_ext.modules.restoration.discriminators import discriminate, named_discriminators
 from nest_ext.parts.dataloader_options import dataloader_kwargs
-from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
+from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
 logger = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ DEFAULT_LOSS_WEIGHTS = {"l1": 3.0, "multi_stft": 3.0, "adversarial": 1.0, "featu
 DEFAULT_STFT = {"fft_sizes": [512, 1024, 2048], "hop_sizes": [50, 120, 240], "win_lengths": [240, 600, 1200]}
 
 
-class RestorationGANModel(AudioToAudioModel):
+class RestorationGANModel(MonoAudioTypes, AudioToAudioModel):
     """Generator + discriminator trained as a GAN after ``gan_start_epoch`` reconstruction-only epochs.
 
     Config keys (under ``model``): ``sample_rate``, ``generator``, ``discriminator``, ``loss_weights``,
@@ -102,15 +101,6 @@ class RestorationGANModel(AudioToAudioModel):
             setattr(self, name, self.from_config_dict(loss_cfg))
 
     # ------------------------------------------------------------------ network
-    @property
-    def input_types(self) -> Dict[str, NeuralType]:
-        # Documented, not enforced with @typecheck: forward also takes [B, T] input.
-        return mono_audio_types(self.sample_rate, "input")
-
-    @property
-    def output_types(self) -> Dict[str, NeuralType]:
-        return mono_audio_types(self.sample_rate, "output")
-
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Restore a batch: ``input_signal [B, 1, T]`` or ``[B, T]``, ``input_length [B]`` ->
         ``(output [B, 1, T], length [B])``; samples past each length are zero."""
