@@ -48,8 +48,8 @@ def main(argv=None) -> int:
     try:
         if args.batch_size < 1:
             raise CliError(f"--batch-size must be >= 1, got {args.batch_size}", EXIT_USAGE)
-        require_files(args.model, code=EXIT_FAILED)
         inputs = collect_inputs(args.inputs)
+        require_files(args.model, code=EXIT_FAILED)
         device = resolve_device(args.device)
     except CliError as e:
         return error(e.message, e.code)
