@@ -83,7 +83,8 @@ def quality_table(args):
 
     from nest_ext.data.separation_dataset import load_separation_manifest
     from nest_ext.losses.pit_sisdr import pit_si_sdr, si_sdr_valid
-    from nest_ext.models.mossformer2_separation import MossFormer2SeparationModel, load_mono_audio
+    from nest_ext.data.audio_io import load_audio
+    from nest_ext.models.mossformer2_separation import MossFormer2SeparationModel
 
     logging.getLogger("nemo_logger").setLevel(logging.ERROR)
     examples, problems = load_separation_manifest(args.manifest)
@@ -98,8 +99,8 @@ def quality_table(args):
         rate = model.sample_rate
         outputs[precision], sisdri[precision], seconds[precision] = [], [], 0.0
         for ex in examples:
-            mixture = torch.from_numpy(load_mono_audio(ex.input_filepath, rate))
-            targets = torch.stack([torch.from_numpy(load_mono_audio(t, rate)) for t in ex.target_filepaths])
+            mixture = torch.from_numpy(load_audio(ex.input_filepath, rate))
+            targets = torch.stack([torch.from_numpy(load_audio(t, rate)) for t in ex.target_filepaths])
             with inference_precision(precision):
                 start = time.perf_counter()
                 estimates = model.separate(mixture)

@@ -1,4 +1,6 @@
 """tools/separate.py: per-speaker float WAVs at the model rate, resampling, multi-channel refusal, chunking."""
+import json
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -111,3 +113,93 @@ def test_precision_option(separate_main, tiny, tmp_path, precision):
         assert rate == 8000 and sf.info(str(out / f"talk_s{s + 1}.wav")).subtype == "FLOAT"
         err = np.abs(got - expected[s]).max()
         assert 0 < err < 0.05 * np.abs(expected[s]).max()  # another computation, close to fp32
+
+
+def _mixtures(folder, lengths, seed=20):
+    """Float WAV mixtures of the given lengths (samples at 8 kHz) under ``folder``; their paths."""
+    paths = []
+    for i, n in enumerate(lengths):
+        mix = speech_like(n / 8000, 8000, seed=seed + 2 * i) + speech_like(n / 8000, 8000, seed=seed + 2 * i + 1)
+        path = folder / f"m{i}.wav"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(path, mix[:n].astype(np.float32), 8000, subtype="FLOAT")
+        paths.append(path)
+    return paths
+
+
+def test_batched_output_equals_one_by_one(separate_main, tiny, tmp_path, capsys):
+    """--batch-size 3: three equal-length files share a forward pass, a fourth of another length runs alone;
+    every output is what separating the file alone gives."""
+    path, model = tiny
+    files = _mixtures(tmp_path / "in", [4000, 4000, 3200, 4000])
+    one, batched = tmp_path / "one", tmp_path / "batched"
+    assert separate_main(["--model", path, "--out-dir", str(one), *map(str, files)]) == 0
+    assert separate_main(["--model", path, "--out-dir", str(batched), "--batch-size", "3", *map(str, files)]) == 0
+    for f in files:
+        alone = _separated(model, sf.read(f, dtype="float32")[0])
+        for s in (1, 2):
+            a = sf.read(one / f"{f.stem}_s{s}.wav", dtype="float32")[0]
+            b = sf.read(batched / f"{f.stem}_s{s}.wav", dtype="float32")[0]
+            np.testing.assert_allclose(b, a, atol=1e-5)
+            np.testing.assert_allclose(a, alone[s - 1], atol=1e-6)
+    assert capsys.readouterr().out.count(" -> ") == 8
+
+
+def test_batches_are_one_forward_pass_per_equal_length_group(tiny, tmp_path):
+    """separate_files groups by length: 3 files of 4000 samples and 1 of 3200 with batch size 2 -> 3 passes."""
+    from nest_ext.models.separation_files import SeparationInput, separate_files
+
+    _, model = tiny
+    files = _mixtures(tmp_path / "in", [4000, 3200, 4000, 4000])
+    seen = []
+    real = model.separate
+
+    class Spy:
+        sample_rate = model.sample_rate
+
+        def separate(self, batch, chunk_seconds=None):
+            seen.append(tuple(batch.shape))
+            return real(batch, chunk_seconds=chunk_seconds)
+
+    results = list(separate_files(Spy(), [SeparationInput.of(str(f)) for f in files], str(tmp_path / "out"), batch_size=2))
+    assert sorted(seen) == [(2, 4000), (3200,), (4000,)]
+    assert sorted(r.input.name for r in results) == ["m0", "m1", "m2", "m3"] and all(r.error is None for r in results)
+
+
+def test_folder_and_manifest_inputs(separate_main, tiny, tmp_path):
+    """A folder (recursively; outputs keep its sub-folders) and a manifest (paths relative to it) as inputs."""
+    path, _ = tiny
+    _mixtures(tmp_path / "rec" / "day1", [2400, 2400])
+    _mixtures(tmp_path / "rec" / "day2", [2000], seed=40)
+    (tmp_path / "rec" / "notes.txt").write_text("not audio")
+    listed = _mixtures(tmp_path / "data" / "mix", [1600], seed=50)
+    manifest = tmp_path / "data" / "test.json"
+    manifest.write_text(json.dumps({"input_filepath": "mix/m0.wav", "target_filepath": ["a.wav", "b.wav"]}) + "\n"
+                        + json.dumps({"audio_filepath": str(listed[0]), "duration": 0.2}) + "\n")
+    out = tmp_path / "out"
+    assert separate_main(["--model", path, "--out-dir", str(out), "--batch-size", "4",
+                          str(tmp_path / "rec"), str(manifest)]) == 0
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.wav"))
+    assert written == ["day1/m0_s1.wav", "day1/m0_s2.wav", "day1/m1_s1.wav", "day1/m1_s2.wav",
+                       "day2/m0_s1.wav", "day2/m0_s2.wav", "mix/m0_s1.wav", "mix/m0_s2.wav"]
+
+
+def test_bad_file_among_many_is_named_and_skipped(separate_main, tiny, tmp_path, capsys, caplog):
+    path, _ = tiny
+    files = _mixtures(tmp_path / "in", [2400, 2400, 2400])
+    (tmp_path / "in" / "m1.wav").write_bytes(b"RIFF garbage, not a wav file")  # corrupt, same folder
+    manifest = tmp_path / "list.json"
+    manifest.write_text(json.dumps({"audio_filepath": str(tmp_path / "gone.wav")}) + "\n")
+    out = tmp_path / "out"
+    assert separate_main(["--model", path, "--out-dir", str(out), "--batch-size", "8",
+                          str(tmp_path / "in"), str(manifest)]) == 1
+    err = capsys.readouterr().err
+    assert "m1.wav: unreadable" in err and "gone.wav: missing" in err
+    assert "2 of 4 input(s) skipped" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["m0_s1.wav", "m0_s2.wav", "m2_s1.wav", "m2_s2.wav"]
+    assert files[0].exists()
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json\n")
+    assert separate_main(["--model", path, "--out-dir", str(out), str(bad)]) == 2
+    assert "bad.json:1" in capsys.readouterr().err

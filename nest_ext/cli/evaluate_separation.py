@@ -1,6 +1,7 @@
 """Evaluate a speech separation model on a manifest: per-utterance metrics, summary, HTML report.
 
     nest-evaluate-separation --model MODEL.nemo --manifest tt.json --out-dir eval_dir [--device cuda]
+    nest-evaluate-separation ... --batch-size 8 --precision int8    # equal-length mixtures share a forward pass
     python tools/evaluate_separation.py ...           # the same command from a checkout
 
 Writes into ``--out-dir`` (``--out`` is the older spelling; each file atomically):
@@ -33,7 +34,7 @@ import numpy as np
 import torch
 
 from nest_ext.cli.conventions import (
-    DEFAULT_PROGRESS_EVERY_S, CliError, add_device, add_out_dir, add_progress, error, make_parser,
+    DEFAULT_PROGRESS_EVERY_S, EXIT_USAGE, CliError, add_device, add_out_dir, add_progress, error, make_parser,
     progress, progress_every, require_files, resolve_device, setup_logging,
 )
 from nest_ext.data.audio_io import load_audio, read_audio_info
@@ -42,6 +43,8 @@ from nest_ext.metrics.perceptual import available_perceptual_metrics
 from nest_ext.metrics.report import BestWorst, ReportExample, format_summary, write_evaluation
 from nest_ext.metrics.separation import SEPARATION_METRIC_NAMES, separation_metrics
 from nest_ext.modules.encoder_masker_decoder import fit_length
+from nest_ext.parts.background import prefetch
+from nest_ext.parts.length_batches import equal_length_batches
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,7 @@ def evaluate(
     input_key: str = "input_filepath",
     target_key: str = "target_filepath",
     progress_every_s: Optional[float] = DEFAULT_PROGRESS_EVERY_S,
+    batch_size: int = 1,
 ) -> dict:
     """Separate every manifest mixture with ``separate_fn`` and score it; returns the summary dict.
 
@@ -89,6 +93,9 @@ def evaluate(
         extra_metrics: PESQ/STOI when their packages are importable.
         report: write the HTML report (and PNGs when matplotlib is importable).
         progress_every_s: seconds between progress lines when stderr is not a terminal (None: no progress).
+        batch_size: above 1, up to this many mixtures of equal length go to ``separate_fn`` at once as
+            ``[B, T]``, which must then return ``[B, S, T']`` (the model's does; no padding, so the scores are
+            those of one-by-one separation). Files are read in a background thread either way.
 
     Unreadable/mismatched entries are skipped with the reason in ``summary["skipped"]``; a separator
     that returns the wrong number of sources raises ``ValueError``.
@@ -103,11 +110,13 @@ def evaluate(
     extras = available_perceptual_metrics() if extra_metrics else []
     rows: List[dict] = []
     extremes = BestWorst()  # signals of the best and worst utterance, kept for the report
+    batches = [[examples[i] for i in idx] for idx in equal_length_batches(_length_keys(examples), batch_size)]
     with progress(progress_every_s, len(examples), desc="evaluating", unit="utt", logger=logger) as bar:
-        for ex in examples:
-            _evaluate_one(ex, separate_fn, sample_rate, extras, rows, skipped, extremes)
-            bar.update(1)
-
+        # a reader thread decodes the next batches while this one is separated and scored
+        for size, groups in prefetch(((len(b), _read_batch(b, sample_rate, skipped)) for b in batches), depth=2):
+            for group in groups:
+                _evaluate_group(group, separate_fn, batch_size > 1, extras, rows, extremes)
+            bar.update(size)
     metric_names = list(SEPARATION_METRIC_NAMES) + [k for k in extras if rows and k in rows[0]]
     shown = [_example(tag, item) for tag, item in (("best", extremes.best), ("worst", extremes.worst)) if item]
     return write_evaluation(
@@ -118,25 +127,61 @@ def evaluate(
     )
 
 
-def _evaluate_one(ex, separate_fn: SeparateFn, sample_rate: Optional[int], extras: List[str], rows: List[dict],
-                  skipped: List[Dict[str, str]], extremes: BestWorst) -> None:
-    """Score one manifest example into ``rows`` (or ``skipped``); keep its signals when best or worst so far."""
-    try:
-        mixture, rate = _read(ex.input_filepath, sample_rate)
-        refs = [_read(p, sample_rate)[0] for p in ex.target_filepaths]
-        lengths = {len(mixture)} | {len(r) for r in refs}
-        if len(lengths) != 1:
-            raise ValueError(f"mixture and sources differ in length ({sorted(lengths)})")
-    except Exception as e:  # bad file: report it, evaluate the rest
-        logger.warning("skipping %s: %s", ex.where, e)
-        skipped.append({"where": ex.where, "reason": str(e)})
-        return
-    mix_t = torch.from_numpy(mixture)
-    ref_t = torch.from_numpy(np.stack(refs))
+def _length_keys(examples) -> list:
+    """Per example, its mixture's header (frames, rate): equal keys give equal lengths after resampling.
+    An unreadable header gets a key of its own (the read reports it)."""
+    keys = []
+    for i, ex in enumerate(examples):
+        try:
+            info = read_audio_info(ex.input_filepath)
+            keys.append((info.frames, info.samplerate))
+        except (ValueError, TypeError):
+            keys.append(("unreadable", i))
+    return keys
+
+
+def _read_batch(batch, sample_rate: Optional[int], skipped: List[Dict[str, str]]) -> List[list]:
+    """The readable examples of ``batch`` as ``(ex, mixture, refs, rate)``, in groups of equal length; the others
+    are logged and added to ``skipped`` (list appends are atomic, so the reader thread may do it)."""
+    groups: Dict[tuple, list] = {}
+    for ex in batch:
+        try:
+            mixture, rate = _read(ex.input_filepath, sample_rate)
+            refs = [_read(p, sample_rate)[0] for p in ex.target_filepaths]
+            lengths = {len(mixture)} | {len(r) for r in refs}
+            if len(lengths) != 1:
+                raise ValueError(f"mixture and sources differ in length ({sorted(lengths)})")
+        except Exception as e:  # bad file: report it, evaluate the rest
+            logger.warning("skipping %s: %s", ex.where, e)
+            skipped.append({"where": ex.where, "reason": str(e)})
+            continue
+        groups.setdefault((len(mixture), rate), []).append((ex, mixture, refs, rate))
+    return list(groups.values())
+
+
+def _evaluate_group(group: list, separate_fn: SeparateFn, batched: bool, extras: List[str], rows: List[dict],
+                    extremes: BestWorst) -> None:
+    """Separate equal-length examples (one forward pass when ``batched``) and score each into ``rows``."""
+    mixtures = torch.from_numpy(np.stack([mixture for _, mixture, _, _ in group]))
     start = time.perf_counter()
     with torch.no_grad():
-        est = separate_fn(mix_t)
-    seconds = time.perf_counter() - start
+        if batched:
+            estimates = torch.as_tensor(separate_fn(mixtures), dtype=torch.float32).detach().cpu()
+            if estimates.ndim != 3 or estimates.shape[0] != len(group):
+                raise ValueError(f"separate_fn returned shape {tuple(estimates.shape)} for a batch of "
+                                 f"{len(group)}, expected [{len(group)}, S, T]")
+        else:
+            estimates = [separate_fn(m) for m in mixtures]
+    seconds = (time.perf_counter() - start) / len(group)
+    for (ex, mixture, refs, rate), est in zip(group, estimates):
+        _score(ex, mixture, refs, rate, est, seconds, extras, rows, extremes)
+
+
+def _score(ex, mixture: np.ndarray, refs: list, rate: int, est, seconds: float, extras: List[str],
+           rows: List[dict], extremes: BestWorst) -> None:
+    """Score one utterance's estimates into ``rows``; keep its signals when best or worst so far."""
+    mix_t = torch.from_numpy(mixture)
+    ref_t = torch.from_numpy(np.stack(refs))
     est = torch.as_tensor(est, dtype=torch.float32).detach().cpu()
     if est.ndim == 3 and est.shape[0] == 1:
         est = est[0]
@@ -157,15 +202,19 @@ def _evaluate_one(ex, separate_fn: SeparateFn, sample_rate: Optional[int], extra
     extremes.add(m["si_sdr_i"], (m["si_sdr_i"], row["id"], mixture, ref_t.numpy(), est.numpy(), m["perm"], rate))
 
 
-def model_separate_fn(model_path: str, device: str = "cpu", chunk_seconds: Optional[float] = None):
-    """``(separate_fn, sample_rate, num_spks)`` of a ``MossFormer2SeparationModel`` ``.nemo`` file."""
+def model_separate_fn(model_path: str, device: str = "cpu", chunk_seconds: Optional[float] = None,
+                      precision: str = "fp32"):
+    """``(separate_fn, sample_rate, num_spks)`` of a ``MossFormer2SeparationModel`` ``.nemo`` file, run at
+    ``precision`` (:mod:`nest_ext.modules.mossformer2.inference`); ``separate_fn`` takes ``[T]`` or ``[B, T]``."""
     from nest_ext.models import MossFormer2SeparationModel
+    from nest_ext.modules.mossformer2.inference import inference_precision, prepare_for_inference
 
     model = MossFormer2SeparationModel.restore_from(model_path, map_location=torch.device(device))
-    model.eval()
+    model = prepare_for_inference(model, precision, inplace=True)
 
     def separate(mixture: torch.Tensor) -> torch.Tensor:
-        return model.separate(mixture.to(device), chunk_seconds=chunk_seconds)
+        with inference_precision(precision, torch.device(device).type):
+            return model.separate(mixture.to(device), chunk_seconds=chunk_seconds).float()
 
     return separate, int(model.sample_rate), int(model.num_spks)
 
@@ -173,12 +222,16 @@ def model_separate_fn(model_path: str, device: str = "cpu", chunk_seconds: Optio
 def build_parser():
     parser = make_parser(__doc__)
     parser.add_argument("--model", required=True, metavar="NEMO", help="MossFormer2SeparationModel .nemo file")
-    parser.add_argument("--manifest", required=True, metavar="JSON",
-                        help="test manifest (input_filepath / target_filepath)")
+    parser.add_argument("--manifest", required=True, nargs="+", metavar="JSON",
+                        help="test manifest(s) (input_filepath / target_filepath)")
     add_out_dir(parser, "--out", help="where metrics.csv, summary.json and report.html go")
     add_device(parser)
     parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
                         help="separate in overlapping chunks of S seconds (long inputs, bounded memory)")
+    parser.add_argument("--batch-size", type=int, default=1, metavar="N",
+                        help="mixtures of equal length separated together, up to N per forward pass (default 1)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                        help="inference precision (nest_ext.modules.mossformer2.inference; int8: CPU only)")
     parser.add_argument("--max-items", type=int, default=None, metavar="N", help="evaluate only the first N entries")
     parser.add_argument("--no-extra-metrics", action="store_true", help="skip PESQ/STOI even when installed")
     add_progress(parser, unit="utterances")
@@ -189,14 +242,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
+        if args.batch_size < 1:
+            raise CliError(f"--batch-size must be >= 1, got {args.batch_size}", EXIT_USAGE)
         device = resolve_device(args.device)
-        require_files(args.model, args.manifest)
+        require_files(args.model, *args.manifest)
     except CliError as e:
         return error(e.message, e.code)
-    separate, rate, spks = model_separate_fn(args.model, device, args.chunk_seconds)
+    try:
+        separate, rate, spks = model_separate_fn(args.model, device, args.chunk_seconds, args.precision)
+    except ValueError as err:  # int8 on a GPU
+        return error(err, EXIT_USAGE)
     summary = evaluate(
-        separate, args.manifest, args.out_dir, sample_rate=rate, num_spks=spks,
+        separate, args.manifest[0] if len(args.manifest) == 1 else args.manifest, args.out_dir,
+        sample_rate=rate, num_spks=spks,
         max_items=args.max_items, extra_metrics=not args.no_extra_metrics, progress_every_s=progress_every(args),
+        batch_size=args.batch_size,
     )
     print(format_summary(summary))
     print(f"wrote {os.path.join(args.out_dir, 'metrics.csv')}, summary.json, report.html")

@@ -21,11 +21,9 @@ Example (tiny network, random weights):
     >>> tuple(est.shape), length.tolist()
     ((2, 2, 1600), [1600, 1200])
 """
-import os
 from typing import Dict, List, Optional, Union
 
 import numpy as np
-import soundfile as sf
 import torch
 from lightning.pytorch import Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -33,11 +31,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.core.classes.common import PretrainedModelInfo
 
-from nest_ext.data.audio_io import load_audio
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss
 from nest_ext.metrics.si_sdr import pit_si_sdr_scores
 from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
-from nest_ext.parts.atomic_io import atomic_path
 from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
 from nest_ext.parts.unset_data import without_unset_data
@@ -261,44 +257,31 @@ class MossFormer2SeparationModel(MonoAudioTypes, EncoderMaskerDecoder, AudioToAu
         """Separate files: writes `<output_dir>/<stem>_s1.wav ... _sN.wav` (float32 WAV, model rate).
 
         Unlike NeMo's `process`, which writes one multi-channel file per input, a separation writes one
-        file per speaker. Files are processed one at a time (`batch_size`/`num_workers` are accepted for
-        interface compatibility): mixtures differ in length and the network has no padding mask.
-        Inputs are read with `nest_ext.data.audio_io.load_audio`: other rates are resampled to the model's,
-        a multi-channel file needs `input_channel_selector`.
+        file per speaker. Up to `batch_size` files of equal length share a forward pass (the network has no
+        padding mask, so files of different lengths are never padded together); reading and writing run in
+        background threads (`nest_ext.models.separation_files.separate_files`; `num_workers` is accepted
+        for interface compatibility). Inputs are read with `nest_ext.data.audio_io.load_audio`: other rates
+        are resampled to the model's, a multi-channel file needs `input_channel_selector`.
 
         Returns:
-            One list of written paths per input file.
+            One list of written paths per input file, in input order.
 
         Raises:
-            BadAudioError: an input is missing, unreadable or empty (a ``ValueError`` too).
-            ValueError: a multi-channel input without a channel, or one too short to separate.
+            ValueError (a `BadAudioError` for files): the first input that is missing, unreadable, empty,
+                multi-channel without a channel, or too short to separate, named.
         """
-        written = []
-        os.makedirs(output_dir, exist_ok=True)
-        for path in paths2audio_files:
-            audio = load_audio(path, self.sample_rate, channel=input_channel_selector)
-            try:
-                estimates = self.separate(audio, chunk_seconds=chunk_seconds).numpy()
-            except ValueError as err:  # e.g. shorter than the encoder kernel: name the file
-                raise ValueError(f"{path}: {err}") from err
-            rel = os.path.relpath(path, input_dir) if input_dir is not None else os.path.basename(path)
-            stem = os.path.splitext(rel)[0]
-            outputs = []
-            for s, signal in enumerate(estimates, start=1):
-                out = os.path.join(output_dir, f"{stem}_s{s}.wav")
-                os.makedirs(os.path.dirname(out), exist_ok=True)
-                _write_float_wav(out, signal, self.sample_rate)
-                outputs.append(out)
-            written.append(outputs)
-        return written
+        from nest_ext.models.separation_files import SeparationInput, separate_files
+
+        inputs = [SeparationInput.of(p, input_dir) for p in paths2audio_files]
+        written = {}
+        for result in separate_files(self, inputs, output_dir, batch_size=batch_size,
+                                     channel=input_channel_selector, chunk_seconds=chunk_seconds):
+            if result.error is not None:
+                raise ValueError(result.error)
+            written[result.input] = result.outputs
+        return [written[item] for item in inputs]
 
     @classmethod
     def list_available_models(cls) -> List[PretrainedModelInfo]:
         """No hosted checkpoints: convert official ones with tools/convert_mossformer2_checkpoint.py."""
         return []
-
-
-def _write_float_wav(path: str, signal: np.ndarray, sample_rate: int):
-    """32-bit float WAV, written to a temporary name first so a reader never sees half a file."""
-    with atomic_path(path, suffix=".wav") as tmp:
-        sf.write(tmp, np.asarray(signal, dtype=np.float32), sample_rate, subtype="FLOAT")
