@@ -34,13 +34,18 @@ setup(
         # LLM-based ASR (NeMo's SALM with LoRA: config/salm_nest_lora.yaml); DeepSpeed is optional (ZeRO-2)
         "llm": LLM,
         "deepspeed": ["deepspeed"],
-        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics)
-        "restoration": ["pyroomacoustics>=0.7"],
+        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics);
+        # evaluate_restoration: DNSMOS (speechmos: Microsoft's ONNX models inside its wheel, run offline)
+        "restoration": ["pyroomacoustics>=0.7", "speechmos>=0.0.1", "onnxruntime", "librosa", "requests"],
     },
     entry_points={
         "console_scripts": [
             "nest-evaluate-llm-asr=nest_ext.cli.evaluate_llm_asr:main",
             "nest-merge-lora=nest_ext.cli.merge_lora:main",
+            "nest-prepare-restoration-data=nest_ext.cli.prepare_restoration_data:main",
+            "nest-restore=nest_ext.cli.restore:main",
+            "nest-evaluate-restoration=nest_ext.cli.evaluate_restoration:main",
+            "nest-restoration-demo=nest_ext.cli.restoration_demo:main",
         ],
     },
 )

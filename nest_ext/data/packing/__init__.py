@@ -34,7 +34,7 @@ from nest_ext.data.packing.inputs import (
     BadItem, PackingError, Utterance, normalize_text, read_inputs, read_kaldi_text, read_nemo_manifest, read_wav_scp,
 )
 from nest_ext.data.packing.item import EncodedAudio, ShardItem
-from nest_ext.data.packing.pack import PackSummary, pack_shards
+from nest_ext.data.packing.pack import PackSummary, pack_shards, write_shards
 from nest_ext.data.packing.plan import assign_member_names, plan_shards
 from nest_ext.data.packing.writers import FORMATS, ShardWriter, add_tar_member, get_writer, register_writer
 
@@ -42,5 +42,5 @@ __all__ = [
     "BadItem", "EncodedAudio", "FORMATS", "PackSummary", "PackingError", "ShardItem", "ShardWriter", "Utterance",
     "add_tar_member", "assign_member_names", "get_writer", "load_utterance", "normalize_text", "pack_shards",
     "plan_shards", "read_inputs", "read_kaldi_text", "read_nemo_manifest", "read_wav_scp", "register_writer",
-    "resample",
+    "resample", "write_shards",
 ]
