@@ -142,6 +142,9 @@ def test_cli_noise_manifest_folder_input_and_usage_errors(tmp_path):
                  str(chain), "--noise-manifest", noise]) == 2
     with pytest.raises(PackingError, match="unknown type 'hiss'"):
         prepare_restoration_pairs(str(tmp_path / "y"), clean=str(tmp_path / "clean"), degradations=[{"type": "hiss"}])
+    # a missing degradations file is a named usage error too, not a traceback
+    assert main(["--clean", str(tmp_path / "clean"), "--out-dir", str(tmp_path / "z"), "--degradations",
+                 str(tmp_path / "no_such_chain.yaml")]) == 2
     with pytest.raises(SystemExit):
         main(["--clean", "x", "--out-dir", "y", "--pairs-per-file", "0"])
 

@@ -205,7 +205,10 @@ def load_pair(args) -> Union[ShardItem, BadItem]:
 # ------------------------------------------------------------------------------------------------------- run
 def _resolve_spec(degradations, noise_manifest: Optional[str], rir_manifest: Optional[str]) -> Dict:
     """The chain spec with the noise / RIR manifests filled in where its steps name none; validated."""
-    spec = load_spec(degradations)
+    try:
+        spec = load_spec(degradations)
+    except (OSError, ValueError) as e:  # a missing or malformed YAML file
+        raise PackingError(f"degradations: {e}") from None
     for kind, key, value in (("noise", "noise_manifest", noise_manifest), ("reverb", "rir_manifest", rir_manifest)):
         if value is None:
             continue
