@@ -19,8 +19,8 @@ Why (docs/benchmarks.md, "learning"): with ``"mask"`` and full-scale initial wei
 adds error, training shrinks it, and the quickest way is to drive the mask's ReLU negative -- the units die, the
 correction falls to ~-90 dB and the model is stuck at the identity (the flat SI-SDR of the first measurements).
 Masking encoder features is also a poor way to *add* a correction (it can only rescale what the filterbank
-shows): on held-out noisy speech the mapping generator with ``decoder_init_scale: 0.01`` gained 3 dB SI-SDR in 50
-steps where the masking one had not moved.
+shows). The mapping generator with ``decoder_init_scale: 0.01`` (small config) gained 4.1 dB SI-SDR on held-out
+degraded speech in 480 CPU steps, where the masking one had stayed at the input's.
 
 Example:
     >>> import torch
