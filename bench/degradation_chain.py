@@ -13,13 +13,9 @@ Usage::
 """
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def cost(chain, clean, sample_rate, count):
@@ -42,7 +38,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from nest_ext.data.degradations import STEP_TYPES, DegradationChain
-    from nest_ext.parts.synth import speech_like
+    from nest_ext.cli.synth import speech_like
 
     sr = args.sample_rate
     clean = [speech_like(args.seconds, sr, seed=i) for i in range(8)]

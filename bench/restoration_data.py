@@ -20,12 +20,9 @@ import argparse
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REFERENCE_QUOTED = "150-250 pairs/min single-process, 600-1,000 pairs/min with 4 GPU shards (quoted, not run)"
 
@@ -51,7 +48,7 @@ def main(argv=None):
     import soundfile as sf
 
     from nest_ext.data.restoration_pairs import prepare_restoration_pairs
-    from nest_ext.parts.synth import speech_like
+    from nest_ext.cli.synth import speech_like
 
     work = Path(args.keep or tempfile.mkdtemp(prefix="restoration_data_bench_"))
     clean = work / "clean"

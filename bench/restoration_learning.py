@@ -3,7 +3,7 @@ identity baseline)? And what does a training step cost in each phase?
 
 Clean speech: espeak-ng Harvard sentences (``nest_ext.parts.espeak``), training sentences in 8 voices, held-out
 *other* sentences in 4 *other* voices (accents and speakers never seen in training); without espeak-ng, the
-speech-like synthesis of ``nest_ext.parts.synth``. Pairs are made by the preparation tool
+speech-like synthesis of ``nest_ext.cli.synth``. Pairs are made by the preparation tool
 (``prepare_restoration_pairs``) with the chain of ``--degradations`` (a YAML list of steps; default
 ``bench/restoration_chain.yaml``; ``default`` for the default chain), and the model of ``--config`` is trained
 with Lightning, as ``train.py`` would: generator-only steps, then G+D steps from ``gan_start_epoch``. Every
@@ -28,7 +28,6 @@ import argparse
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,14 +38,13 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 DEFAULT_CHAIN = ROOT / "bench" / "restoration_chain.yaml"
 
 
 def clean_speech(count: int, sample_rate: int, seconds: float, held_out: bool, source: str, seed: int):
     """``count`` clean utterances of ``seconds``: training or held-out sentences and voices."""
     from nest_ext.parts import espeak
-    from nest_ext.parts.synth import speech_like
+    from nest_ext.cli.synth import speech_like
 
     if source == "espeak":
         split = 22  # sentences 0-21 train, 22-29 held out

@@ -1,5 +1,4 @@
 """nest_ext.data.audio_io and bad_audio: one error for every reader, one resampler, one bad-audio report."""
-import importlib.util
 import logging
 import pickle
 
@@ -163,9 +162,7 @@ def test_separate_and_evaluate_see_the_same_resampled_audio(tmp_path, monkeypatc
     8 kHz model: both must hand the separator the very same samples, those of audio_io.resample."""
     from nest_ext.models.mossformer2_separation import MossFormer2SeparationModel
 
-    spec = importlib.util.spec_from_file_location("evaluate_separation_io", ROOT / "tools" / "evaluate_separation.py")
-    ev = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ev)
+    from nest_ext.cli import evaluate_separation as ev
 
     sources = [speech_like(0.5, 16000, seed=k) for k in range(2)]
     mix = write_wav(tmp_path / "mix.wav", sum(sources), 16000)

@@ -81,7 +81,7 @@ def test_size_config_is_the_original_with_the_table_row(size):
 @pytest.mark.parametrize("size", list(NEST_SIZES))
 def test_size_builds_nemos_parameter_count(size, monkeypatch):
     """Our model from our config has NeMo's instantiated count, total and per child (built on meta)."""
-    from nest_ext.parts.nemo_comparison import LargeTensorsOnMeta
+    from nest_ext.cli.nemo_comparison import LargeTensorsOnMeta
     from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
 
     monkeypatch.delenv("USE_NEMO_CONFORMER", raising=False)

@@ -19,10 +19,7 @@ import soundfile as sf
 from conftest import ROOT, write_manifest, write_wav
 from nest_ext.metrics import pit_align, separation_metrics
 
-spec = importlib.util.spec_from_file_location("evaluate_separation", ROOT / "tools" / "evaluate_separation.py")
-ev = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = ev
-spec.loader.exec_module(ev)
+from nest_ext.cli import evaluate_separation as ev
 
 SR = 8000
 NOISE = [0.02, 0.3, 0.08, 1.0]  # one noise level per utterance: the best is 0, the worst 3

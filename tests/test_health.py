@@ -247,16 +247,10 @@ def test_trainer_callbacks_config_builds_the_monitor_through_nemo():
 
 def test_train_py_attaches_monitor_from_model_health():
     pytest.importorskip("nemo")
-    import importlib.util
-
     from omegaconf import OmegaConf
 
-    from conftest import ROOT
+    from nest_ext.cli import train
     from nest_ext.parts.atomic_checkpoint import UseAtomicCheckpointIO
-
-    spec = importlib.util.spec_from_file_location("train_for_health_test", ROOT / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
 
     def kinds(cfg):
         return [type(cb).__name__ for cb in train.build_callbacks(OmegaConf.create(cfg))]

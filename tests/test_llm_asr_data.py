@@ -1,7 +1,6 @@
 """LLM-based ASR parts that need no LLM: the frame-stacking connector, transcribed data in every layout
 (NeMo manifest, pack_shards.py NeMo tarred / lhotse Shar output, WeNet shards), the SALM loader config,
 WER/CER counts, and train.py naming the extra a config needs."""
-import importlib.util
 import io
 import json
 import sys
@@ -11,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT, speech_like, write_manifest, write_wav
+from conftest import speech_like, write_manifest, write_wav
 
 TEXTS = ["alpha bravo", "charlie", "delta echo foxtrot"]
 
@@ -62,9 +61,8 @@ def test_connector_stacks_frames_then_mlp_and_counts_rows_own_frames():
 
 # --- data layouts ----------------------------------------------------------------------------------------------
 def _pack(manifest, out_dir, fmt):
-    spec = importlib.util.spec_from_file_location("pack_shards_tool", ROOT / "tools" / "pack_shards.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from nest_ext.cli import pack_shards as tool
+
     assert tool.main(["--manifest", manifest, "--out-dir", str(out_dir), "--format", fmt, "--shard-size", "2",
                       "--no-progress"]) == 0
     return str(out_dir)
@@ -203,9 +201,7 @@ def test_error_counts_match_nemo_word_error_rate_detail():
 def test_train_py_names_the_llm_extra_when_it_is_missing(monkeypatch):
     from omegaconf import OmegaConf
 
-    spec = importlib.util.spec_from_file_location("nest_train_llm", ROOT / "train.py")
-    train_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_py)
+    from nest_ext.cli import train as train_py
     import nest_ext.models
 
     # as if never imported (an earlier test may have): the import must run again

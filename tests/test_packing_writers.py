@@ -54,7 +54,8 @@ def wenet_format(monkeypatch):
 
 def test_registered_writer_plugs_in_without_driver_change(tmp_path, wenet_format):
     scp, text, sources = _make_kaldi_dir(tmp_path / "data", n=5)
-    kw = dict(wav_scp=scp, text=text, shard_size=2, text_norm=True, format=wenet_format, progress=False)
+    kw = dict(wav_scp=scp, text=text, shard_size=2, text_norm=True, format=wenet_format, progress=False,
+              shuffle=False)
     s = pack_shards(out_dir=str(tmp_path / "w1"), **kw)
     out = tmp_path / "w1"
     # 7 entries, 2 of them bad (missing, corrupt): 4 shards planned, 5 utterances written.
@@ -79,18 +80,32 @@ def test_registered_writer_plugs_in_without_driver_change(tmp_path, wenet_format
 
 
 def test_unknown_format_names_the_registered_ones(tmp_path, wenet_format):
-    with pytest.raises(PackingError, match=r"\('nemo', 'lhotse-shar', 'restoration-wav', 'restoration-tar', 'wenet-test'\)"):
+    with pytest.raises(PackingError, match=r"\('nemo', 'lhotse-shar', 'wenet', 'restoration-wav', 'restoration-tar', 'wenet-test'\)"):
         pack_shards(out_dir=str(tmp_path), wav_scp="x", format="kaldi-ark", progress=False)
 
 
 def test_single_audio_format_rejects_a_multi_payload_item_and_leaves_nothing(tmp_path):
     a = EncodedAudio(b"RIFF", "wav", 4, 8000, 1)
-    w = NemoShardWriter(str(tmp_path), 0)
-    (tmp_path / "sharded_manifests").mkdir()
+    w = WenetWriter(str(tmp_path), 0)  # a format that stores one audio per example
     with pytest.raises(PackingError, match="'ex1' has mixture, s1, s2"):
         w.add(ShardItem("ex1", {"mixture": a, "s1": a, "s2": a}))
     w.abort()
-    assert list(Path(tmp_path).rglob("*")) == [tmp_path / "sharded_manifests"]
+    assert list(Path(tmp_path).rglob("*")) == []
+
+
+def test_nemo_writer_stores_each_payload_of_a_multi_payload_item(tmp_path):
+    a = EncodedAudio(b"RIFF", "wav", 4, 8000, 1)
+    w = NemoShardWriter(str(tmp_path), 0)
+    (tmp_path / "sharded_manifests").mkdir()
+    item = ShardItem("ex1", {"mixture": a, "s1": a, "s2": a}, input_id="ex.1")
+    item.meta = {"input_filepath": item.member_name("mixture"), "target_filepath": ["ex1.s1.wav", "ex1.s2.wav"]}
+    w.add(item)
+    files = w.commit()
+    assert files == {p: os.path.getsize(tmp_path / p) for p in ("audio_0.tar", "sharded_manifests/manifest_0.json")}
+    assert [n for n, _ in _read_tar(tmp_path / "audio_0.tar")] == ["ex1.mixture.wav", "ex1.s1.wav", "ex1.s2.wav"]
+    entry = json.loads((tmp_path / "sharded_manifests" / "manifest_0.json").read_text())
+    assert entry == {"input_filepath": "ex1.mixture.wav", "target_filepath": ["ex1.s1.wav", "ex1.s2.wav"],
+                     "duration": 0.0005, "shard_id": 0, "utt_id": "ex.1"}
 
 
 def test_reencoded_float_wav_has_no_write_time(tmp_path):

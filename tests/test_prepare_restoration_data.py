@@ -120,7 +120,7 @@ def test_identical_bytes_for_any_workers_and_split(tmp_path):
 
 def test_cli_noise_manifest_folder_input_and_usage_errors(tmp_path):
     from nest_ext.cli.prepare_restoration_data import main
-    from nest_ext.parts.synth import noise_like
+    from nest_ext.parts.synthetic_noise import noise_like
 
     folder = tmp_path / "clean" / "spk1"
     folder.mkdir(parents=True)

@@ -10,7 +10,7 @@ import torch
 from conftest import write_manifest, write_wav
 from nest_ext.data.degradations import DEFAULT_DEGRADATIONS, STEP_TYPES, DegradationChain, utterance_rng
 from nest_ext.data.restoration_dataset import RestorationDataset, get_restoration_dataset_from_config
-from nest_ext.parts.synth import noise_like, speech_like
+from nest_ext.cli.synth import speech_like
 
 SR = 16000
 

@@ -22,7 +22,7 @@ from nest_ext.data.degradations import DegradationChain  # noqa: E402
 from nest_ext.models import restoration_gan  # noqa: E402
 from nest_ext.models.restoration_gan import RestorationGANModel  # noqa: E402
 from nest_ext.parts.health import TrainingHealthError, health_monitor_from_config  # noqa: E402
-from nest_ext.parts.synth import speech_like  # noqa: E402
+from nest_ext.cli.synth import speech_like  # noqa: E402
 
 SR = 16000
 NOISE = [{"type": "noise", "prob": 1.0, "snr_db": [5.0, 5.0], "colors": ["white"]}]

@@ -4,7 +4,6 @@ A tiny Llama-architecture LLM and a byte-level BPE tokenizer are built here (tra
 ``tokenizers``), a tiny NEST ``.nemo`` comes from ``config/nest_demo.yaml``; four synthetic utterances are the
 data. Skipped, with the reason, when the ``llm`` extra is not installed.
 """
-import importlib.util
 import io
 import json
 import math
@@ -71,9 +70,8 @@ def make_tiny_nest(path):
 
 
 def _pack(manifest, out_dir):
-    spec = importlib.util.spec_from_file_location("pack_shards_tool", ROOT / "tools" / "pack_shards.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from nest_ext.cli import pack_shards as tool
+
     assert tool.main(["--manifest", manifest, "--out-dir", str(out_dir), "--shard-size", "2", "--no-progress"]) == 0
     return str(out_dir)
 

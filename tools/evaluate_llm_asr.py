@@ -1,10 +1,6 @@
 #!/usr/bin/env python
-"""Thin wrapper: see nest_ext/cli/evaluate_llm_asr.py (also installed as the `nest-evaluate_llm_asr` command)."""
-import os
-import sys
+"""`python tools/evaluate_llm_asr.py ...`: the same command as the installed console script; the code is nest_ext/cli/evaluate_llm_asr.py."""
+from nest_ext.cli.evaluate_llm_asr import main
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nest_ext.cli.evaluate_llm_asr import main  # noqa: E402
-
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,10 +1,6 @@
 #!/usr/bin/env python
-"""Thin wrapper: see nest_ext/cli/merge_lora.py (also installed as the `nest-merge_lora` command)."""
-import os
-import sys
+"""`python tools/merge_lora.py ...`: the same command as the installed console script; the code is nest_ext/cli/merge_lora.py."""
+from nest_ext.cli.merge_lora import main
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from nest_ext.cli.merge_lora import main  # noqa: E402
-
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -66,9 +66,11 @@ def resolve_device(name: Optional[str]) -> str:
     return name
 
 
-def add_progress(parser, unit: str = "items") -> None:
-    """``--progress-every SECONDS`` and ``--no-progress``; :func:`progress_every` reads them back."""
-    parser.add_argument("--progress-every", type=float, default=DEFAULT_PROGRESS_EVERY_S, metavar="SECONDS",
+def add_progress(parser, unit: str = "items", *aliases: str) -> None:
+    """``--progress-every SECONDS`` (``aliases``: older spellings) and ``--no-progress``; :func:`progress_every`
+    reads them back."""
+    parser.add_argument("--progress-every", *aliases, dest="progress_every", type=float,
+                        default=DEFAULT_PROGRESS_EVERY_S, metavar="SECONDS",
                         help=f"when stderr is not a terminal (batch jobs, SLURM logs): log done/total {unit}, rate "
                              f"and ETA every SECONDS (default {DEFAULT_PROGRESS_EVERY_S:g}); on a terminal a "
                              "progress bar is shown instead")

@@ -1,6 +1,6 @@
 """Transcribe test sets with a trained NestSALM (NEST encoder + LLM with LoRA) and score them per set.
 
-    nest-evaluate_llm_asr --model SALM-NEST-LoRA.ckpt --test-sets test_clean.json test_other.json --out-dir eval
+    nest-evaluate-llm-asr --model SALM-NEST-LoRA.ckpt --test-sets test_clean.json test_other.json --out-dir eval
     python tools/evaluate_llm_asr.py --model M.ckpt --test-sets aishell_test/data.list --out-dir eval --cer
 
 A test set is a NeMo manifest (``audio_filepath``, ``text``), a ``pack_shards.py`` output folder or WeNet
@@ -15,7 +15,8 @@ shards (``data.list``); its name is the file's stem (the folder's name for a fol
 ``OUT_DIR/summary.json`` and ``OUT_DIR/summary.txt`` hold the table over all sets, which is also printed.
 Decoding is greedy (``--beam-size`` > 1: beam search through Hugging Face ``generate``) with the training
 instruction as the prompt. Audio that cannot be read is reported by path and left out of both files.
-Progress: a bar on a terminal, a log line every ``--log-every`` seconds otherwise.
+Progress: a bar on a terminal, a log line every ``--progress-every`` seconds otherwise (``--log-every`` is the older
+spelling).
 
 Exit status: 0 when every set was scored, 2 on bad arguments or an unreadable set.
 """
@@ -23,34 +24,37 @@ import argparse
 import itertools
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Dict, List
 
+from nest_ext.cli.conventions import (
+    EXIT_USAGE, CliError, add_device, add_out_dir, add_progress, error, make_parser, progress, progress_every,
+    resolve_device, setup_logging,
+)
 from nest_ext.cli.salm_model_args import DTYPES, add_model_arguments, load_model
 
-logger = logging.getLogger("nest_ext.evaluate_llm_asr")
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nest-evaluate_llm_asr", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     add_model_arguments(p)
-    p.add_argument("--test-sets", nargs="+", required=True,
+    p.add_argument("--test-sets", nargs="+", required=True, metavar="SET",
                    help="NeMo manifests, pack_shards folders or data.list files")
-    p.add_argument("--out-dir", required=True)
+    add_out_dir(p, help="where <set>/text, ref, wer and summary.json / summary.txt go")
     p.add_argument("--cer", action="store_true", help="score characters (without spaces) instead of words")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="utterances per batch (default 8)")
+    add_device(p)  # "auto", the older spelling of the default, is still accepted
     p.add_argument("--dtype", choices=sorted(DTYPES), default=None,
                    help="compute dtype (autocast; weights stay float32). Default: bfloat16 on GPU, float32 on CPU")
-    p.add_argument("--beam-size", type=int, default=1, help="1: greedy decoding")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--beam-size", type=int, default=1, metavar="N", help="1: greedy decoding")
+    p.add_argument("--max-new-tokens", type=int, default=128, metavar="N",
+                   help="longest transcript in LLM tokens (default 128)")
     p.add_argument("--instruction", default=None, help="prompt before the audio (default: the one trained with)")
     p.add_argument("--no-normalize", action="store_true", help="score the text as it is")
     p.add_argument("--keep-case", action="store_true", help="do not lower-case")
     p.add_argument("--keep-punctuation", action="store_true", help="do not remove punctuation")
-    p.add_argument("--log-every", type=float, default=30.0, help="seconds between progress lines off a terminal")
+    add_progress(p, "utterances", "--log-every")
     return p
 
 
@@ -96,7 +100,6 @@ def evaluate_set(model, path: str, out_dir: Path, args) -> Dict:
     from nest_ext.metrics.error_rate import ErrorCounts, normalize_transcript, utterance_counts
     from nest_ext.parts.atomic_io import atomic_write
     from nest_ext.data.bad_audio import BadAudioReport
-    from nest_ext.parts.progress import Progress
 
     name = set_name(path)
     norm = (lambda t: t.strip()) if args.no_normalize else (
@@ -107,11 +110,11 @@ def evaluate_set(model, path: str, out_dir: Path, args) -> Dict:
     ids: List[str] = []
     hyps: List[str] = []
     refs: List[str] = []
-    with Progress(total, desc=f"{name}: decoding", unit="utt", log_every_s=args.log_every, logger=logger) as progress:
+    with progress(progress_every(args), total, f"{name}: decoding", "utt", logger) as bar:
         stream = iter(cuts)  # streamed: a large sharded set is never all in memory
         while batch := list(itertools.islice(stream, args.batch_size)):
             audio, lens, kept = _load_batch(batch, model.sampling_rate, report)
-            progress.update(len(batch))
+            bar.update(len(batch))
             if not kept:
                 continue
             out = model.transcribe(audio, lens, instruction=args.instruction, max_new_tokens=args.max_new_tokens,
@@ -155,16 +158,18 @@ def summary_table(rows: List[Dict]) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from nest_ext.data.salm_data import set_name
 
     names = [set_name(p) for p in args.test_sets]
     if len(set(names)) != len(names):
-        print(f"evaluate_llm_asr: error: test sets need distinct names, got {names}", file=sys.stderr)
-        return 2
+        return error(f"test sets need distinct names, got {names}", EXIT_USAGE)
     import torch
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    try:
+        device = resolve_device(None if args.device == "auto" else args.device)
+    except CliError as e:
+        return error(e.message, e.code)
     dtype = DTYPES[args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")]
     model = load_model(args).to(device)
     out_dir = Path(args.out_dir)
@@ -174,8 +179,7 @@ def main(argv=None) -> int:
             with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32):
                 rows.append(evaluate_set(model, path, out_dir, args))
         except (ValueError, OSError) as e:
-            print(f"evaluate_llm_asr: error: {path}: {e}", file=sys.stderr)
-            return 2
+            return error(f"{path}: {e}", EXIT_USAGE)
         r = rows[-1]
         logger.info(f"{r['set']}: {r['metric']} {100.0 * r['rate']:.2f}% ({r['utterances']} utterances)")
     from nest_ext.parts.atomic_io import atomic_write
@@ -187,5 +191,5 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+if __name__ == "__main__":  # python -m nest_ext.cli.evaluate_llm_asr
+    raise SystemExit(main())

@@ -33,7 +33,7 @@ Spec (a list, or a path to a YAML file holding one; ``None`` is :data:`DEFAULT_D
 
 Example:
     >>> import numpy as np
-    >>> from nest_ext.parts.synth import speech_like
+    >>> from nest_ext.cli.synth import speech_like
     >>> chain = DegradationChain.from_spec([{"type": "bandlimit", "prob": 1.0, "rate": [4000, 4000]},
     ...                                     {"type": "clipping", "prob": 1.0, "threshold": [0.5, 0.5]}])
     >>> clean = speech_like(1.0, 16000, seed=0)
@@ -157,7 +157,7 @@ def _noise(x, sr, rng, p):
         except Exception as e:
             logger.warning("degradation noise: skipping %s (%s)", path, e)
     if noise is None or _rms(noise) == 0:
-        from nest_ext.parts.synth import noise_like
+        from nest_ext.parts.synthetic_noise import noise_like
 
         color = str(rng.choice(p.get("colors") or ["white"]))
         noise, source = noise_like(x.shape[0] / sr, sr, seed=int(rng.integers(2**31)), color=color), color

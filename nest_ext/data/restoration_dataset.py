@@ -21,7 +21,7 @@ in every run, process and worker.
 
 Example:
     >>> import numpy as np, soundfile as sf, tempfile, os, json
-    >>> from nest_ext.parts.synth import speech_like
+    >>> from nest_ext.cli.synth import speech_like
     >>> d = tempfile.mkdtemp()
     >>> sf.write(os.path.join(d, "a.wav"), speech_like(1.0, 22050, seed=0), 22050)    # another rate: resampled
     >>> with open(os.path.join(d, "clean.json"), "w") as f: _ = f.write(json.dumps({"audio_filepath": "a.wav", "duration": 1.0}))
@@ -41,7 +41,7 @@ import numpy as np
 
 from nest_ext.data.degradations import DegradationChain, _read_audio
 from nest_ext.data.audio_io import read_audio_info
-from nest_ext.data.separation_dataset import DEFAULT_INPUT_KEY, DEFAULT_TARGET_KEY, SeparationDataset, _to_dict
+from nest_ext.data.separation_dataset import DEFAULT_INPUT_KEY, DEFAULT_TARGET_KEY, SeparationDataset, config_dict
 
 __all__ = ["RestorationDataset", "get_restoration_dataset_from_config"]
 
@@ -101,7 +101,7 @@ def get_restoration_dataset_from_config(config: Any) -> RestorationDataset:
     Keys: ``_CONFIG_KEYS`` (null means the default); DataLoader keys (``batch_size``, ``shuffle``,
     ``num_workers``, ...) are for the caller.
     """
-    cfg = {key: value for key, value in _to_dict(config).items() if key in _CONFIG_KEYS and value is not None}
+    cfg = {key: value for key, value in config_dict(config).items() if key in _CONFIG_KEYS and value is not None}
     for key in ("manifest_filepath", "sample_rate"):
         if key not in cfg:
             raise ValueError(f"restoration dataset config needs '{key}'")

@@ -26,7 +26,7 @@ ID, path and where it was listed, and counted in ``pack_summary.json``; ``strict
 Example::
 
     >>> import os, json, tempfile, soundfile as sf
-    >>> from nest_ext.parts.synth import speech_like
+    >>> from nest_ext.cli.synth import speech_like
     >>> d = tempfile.mkdtemp()
     >>> for name in ("a", "b"):
     ...     sf.write(os.path.join(d, name + ".wav"), speech_like(1.0, 22050, seed=len(name)), 22050)
@@ -54,7 +54,7 @@ import soundfile as sf
 
 from nest_ext.data.audio_io import BadAudioError, load_audio, read_audio_info
 from nest_ext.data.degradations import DegradationChain, load_spec, utterance_rng
-from nest_ext.data.packing.audio import _zero_write_time, read_source
+from nest_ext.data.packing.audio import read_source, zero_write_time
 from nest_ext.data.packing.inputs import BadItem, PackingError, Utterance, read_nemo_manifest, read_wav_scp
 from nest_ext.data.packing.item import EncodedAudio, ShardItem
 from nest_ext.data.packing.pack import PackSummary, _log_bad, _strict_error, write_shards
@@ -158,7 +158,7 @@ def encode_wav(audio: np.ndarray, sample_rate: int, subtype: str) -> EncodedAudi
     """A mono WAV file in memory (no write time in it: the same audio gives the same bytes)."""
     buf = io.BytesIO()
     sf.write(buf, audio, sample_rate, format="WAV", subtype=subtype)
-    return EncodedAudio(_zero_write_time(buf.getvalue()), "wav", int(audio.shape[0]), sample_rate, 1)
+    return EncodedAudio(zero_write_time(buf.getvalue()), "wav", int(audio.shape[0]), sample_rate, 1)
 
 
 def make_pair(entry: Utterance, clean: np.ndarray, spec: Dict, sample_rate: int, seed: int,

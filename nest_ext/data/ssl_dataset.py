@@ -1,5 +1,8 @@
 """NEST datasets: NeMo's ``ssl_dataset`` classes with our noise sampling and bad-audio handling.
 
+(Long file: it mirrors NeMo's ``nemo/collections/asr/data/ssl_dataset.py`` one to one -- its three datasets and
+its ``get_*`` factories, which the model calls by those names -- so the two read side by side.)
+
 Our classes subclass NeMo's (``nemo.collections.asr.data.ssl_dataset``), so items are NeMo's
 ``AudioNoiseItem`` and batches NeMo's ``AudioNoiseBatch``; collation and the config's ``batch_augmentor``
 (``MultiSpeakerNoiseAugmentation``) are NeMo's own code. What changes:

@@ -34,13 +34,14 @@ def dnsmos_available() -> bool:
 
 def dnsmos_scores(audio, sample_rate: int) -> Dict[str, float]:
     """DNSMOS of one utterance ``[T]`` (array or tensor, any rate); NaN scores where the models refuse it."""
+    import soxr  # the resampler of nest_ext.data.audio_io (soxr "HQ"), called directly: metrics do not import data
     from speechmos import dnsmos
-
-    from nest_ext.data.audio_io import resample
 
     if hasattr(audio, "detach"):
         audio = audio.detach().cpu().numpy()
-    audio = resample(np.asarray(audio, dtype=np.float32), sample_rate, _RATE)
+    audio = np.asarray(audio, dtype=np.float32)
+    if sample_rate != _RATE:
+        audio = soxr.resample(audio, sample_rate, _RATE, quality="HQ").astype(np.float32)
     peak = float(np.max(np.abs(audio))) if audio.size else 0.0
     if peak > 1.0:  # speechmos refuses samples outside [-1, 1]; the scores do not depend on the level much
         audio = audio / peak

@@ -2,6 +2,7 @@
 from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
+    "EncDecCTCModelBPE": "nest_ext.models.ctc_models",
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
     "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra

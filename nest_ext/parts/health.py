@@ -1,7 +1,7 @@
 """Training health checks as a Lightning callback: stop on NaN/Inf or exploding loss, on a collapsed
 discriminator, and warn when the step time is dominated by waiting for data.
 
-(Longer than 400 lines: one callback whose rules share one per-step DDP reduction and one state; the
+(Long file: one callback whose rules share one per-step DDP reduction and one state; the
 per-series NaN/spike rule is the small ``_SeriesWatch`` below.)
 
 Long pretraining runs used to be watched by hand ("stop if the loss is NaN", "GPU utilisation < 50%").

@@ -28,7 +28,7 @@ import numpy as np
 import soundfile as sf
 
 from nest_ext.data.audio_io import resample
-from nest_ext.data.packing.inputs import BadItem, Utterance
+from nest_ext.data.packing.inputs import BadItem, Utterance, duration_problem
 from nest_ext.data.packing.item import EncodedAudio, ShardItem
 
 # Formats stored byte-for-byte when no resampling/cutting is asked; the member extension must be one
@@ -102,10 +102,10 @@ def load_utterance(utt: Utterance, sample_rate: Optional[int] = None, pipe_timeo
         audio = np.clip(audio, -1.0, 1.0)
     buf = io.BytesIO()
     sf.write(buf, audio, sr, format="WAV", subtype=out_subtype)
-    return EncodedAudio(_zero_write_time(buf.getvalue()), "wav", audio.shape[0], sr, channels)
+    return EncodedAudio(zero_write_time(buf.getvalue()), "wav", audio.shape[0], sr, channels)
 
 
-def _zero_write_time(wav: bytes) -> bytes:
+def zero_write_time(wav: bytes) -> bytes:
     """libsndfile stamps the time of writing into a float WAV's ``PEAK`` chunk; set it to 0, so the same audio
     gives the same bytes in every run (shards of a split job are written at different times)."""
     pos = 12  # after "RIFF", size, "WAVE"
@@ -119,16 +119,25 @@ def _zero_write_time(wav: bytes) -> bytes:
     return wav
 
 
-def load_item(args: Tuple[Utterance, Optional[int], Optional[float]]) -> Union[ShardItem, BadItem]:
-    """``(utterance, sample_rate, pipe_timeout)`` -> the :class:`ShardItem` to store, or the
-    :class:`BadItem` saying why it is left out. Runs in worker processes, hence one picklable argument."""
-    utt, sample_rate, pipe_timeout = args
+def failure_reason(e: Exception) -> str:
+    """The BadItem reason for an exception of :func:`load_utterance` (``"missing: ..."``, ``"unreadable: ..."``)."""
+    reason = str(e) if ":" in str(e) else f"unreadable: {e}"
+    if isinstance(e, FileNotFoundError) and not str(e).startswith("missing"):
+        reason = f"missing: {e}"
+    return reason
+
+
+def load_item(args: Tuple) -> Union[ShardItem, BadItem]:
+    """``(utterance, sample_rate, pipe_timeout[, min_duration, max_duration])`` -> the :class:`ShardItem` to
+    store, or the :class:`BadItem` saying why it is left out (unreadable, or its decoded length outside the
+    duration limits). Runs in worker processes, hence one picklable argument."""
+    utt, sample_rate, pipe_timeout, *limits = args
     try:
         enc = load_utterance(utt, sample_rate, pipe_timeout)
     except (OSError, ValueError) as e:
-        reason = str(e) if ":" in str(e) else f"unreadable: {e}"
-        if isinstance(e, FileNotFoundError) and not str(e).startswith("missing"):
-            reason = f"missing: {e}"
-        return BadItem(utt.utt_id, utt.source + (" |" if utt.is_pipe else ""), utt.origin, reason)
+        return BadItem(utt.utt_id, utt.source + (" |" if utt.is_pipe else ""), utt.origin, failure_reason(e))
+    problem = duration_problem(enc.num_samples / enc.sample_rate, *limits) if limits else None
+    if problem:
+        return BadItem(utt.utt_id, utt.source + (" |" if utt.is_pipe else ""), utt.origin, problem)
     return ShardItem(key=utt.member, audio={"audio": enc}, meta={"text": utt.text, **utt.extra},
                      input_id=utt.utt_id)

@@ -1,9 +1,12 @@
-"""What packing reads: a Kaldi data dir (``wav.scp`` + optional ``text``) or a NeMo JSON-lines manifest,
-parsed into :class:`Utterance` entries in input order, and :class:`BadItem` for every entry left out.
+"""What packing reads: a Kaldi data dir (``wav.scp`` + optional ``text``, ``segments``, ``utt2spk``) or a NeMo
+JSON-lines manifest, parsed into :class:`Utterance` entries in input order, and :class:`BadItem` for every
+entry left out.
 
 Kaldi ``text`` lines are ``UTTID transcript``; an utterance without a line is left out (reported). A
-``wav.scp`` value ending in ``|`` is a shell command (a Kaldi pipe), run only when allowed. A manifest's
-``offset``/``duration`` select a segment; its other keys travel to the output manifest.
+``wav.scp`` value ending in ``|`` is a shell command (a Kaldi pipe), run only when allowed. A ``segments``
+file (read by lhotse's Kaldi import) cuts utterances out of the ``wav.scp`` recordings; ``utt2spk`` adds a
+``speaker`` key. A manifest's ``offset``/``duration`` select a segment; its other keys travel to the output
+manifest.
 
 Example::
 
@@ -21,7 +24,7 @@ import dataclasses
 import json
 import logging
 import os
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 logger = logging.getLogger("nest_ext.pack_shards")
 
@@ -57,6 +60,26 @@ class BadItem:
     path: str
     origin: str
     reason: str
+
+
+DURATION_REASON = "duration"  # BadItem reasons that say "filtered by length", not "broken"
+
+
+def duration_problem(seconds: Optional[float], min_duration: Optional[float], max_duration: Optional[float]) -> Optional[str]:
+    """Why an entry of ``seconds`` is outside ``[min_duration, max_duration]`` (a BadItem reason), or None.
+
+    >>> duration_problem(0.4, 0.5, None)
+    'duration: 0.400 s is below min_duration 0.500 s'
+    >>> duration_problem(None, 0.5, 2.0) is None
+    True
+    """
+    if seconds is None:
+        return None
+    if min_duration is not None and seconds < min_duration:
+        return f"{DURATION_REASON}: {seconds:.3f} s is below min_duration {min_duration:.3f} s"
+    if max_duration is not None and seconds > max_duration:
+        return f"{DURATION_REASON}: {seconds:.3f} s is above max_duration {max_duration:.3f} s"
+    return None
 
 
 def normalize_text(text: str) -> str:
@@ -133,35 +156,64 @@ def read_kaldi_text(path: str) -> Dict[str, str]:
     return texts
 
 
+MALFORMED = (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError)  # a manifest line's faults
+
+
+def manifest_lines(path: str, bad: List[BadItem]) -> Iterator[Tuple[str, str]]:
+    """``(origin "path:line", text)`` of each non-blank line of a JSON-lines file; a line that is not UTF-8 goes to
+    ``bad``."""
+    for lineno, line in _lines(path):
+        origin = f"{path}:{lineno}"
+        if line is None:
+            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
+        elif line.strip():
+            yield origin, line
+
+
+def manifest_entries(path: str, bad: List[BadItem], take: Callable[[Dict], Any], what: str
+                     ) -> Iterator[Tuple[str, Dict, Any, float, Optional[float]]]:
+    """``(origin, entry, take(entry), offset, duration)`` for each line of a JSON-lines manifest; ``take`` pops and
+    checks the entry's audio keys (raising one of ``MALFORMED``), offset/duration are popped after it. A line that
+    is not such an object (``what`` names the keys it needs) goes to ``bad``."""
+    for origin, line in manifest_lines(path, bad):
+        try:
+            item = json.loads(line)
+            value = take(item)
+            offset = float(item.pop("offset", 0.0) or 0.0)
+            duration = item.pop("duration", None)
+            duration = None if duration is None else float(duration)
+        except MALFORMED as e:
+            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with {what} and numeric "
+                                               f"offset/duration ({e})"))
+            continue
+        yield origin, item, value, offset, duration
+
+
+def resolve_relative(path: str, base: str) -> str:
+    """A relative path that does not exist from the working directory is taken relative to ``base`` (the
+    manifest's folder, as NeMo does) when it exists there."""
+    if not os.path.isabs(path) and not os.path.exists(path):
+        candidate = os.path.join(base, path)
+        if os.path.exists(candidate):
+            return candidate
+    return path
+
+
 def read_nemo_manifest(path: str) -> Tuple[List[Utterance], List[BadItem]]:
     """Parse a NeMo JSON-lines manifest. Relative ``audio_filepath`` values that do not exist from the
     working directory are taken relative to the manifest's folder (as NeMo does). ``offset`` and
     ``duration`` select a segment, which is cut out. Other keys are carried to the output manifest."""
     utts, bad = [], []
     base = os.path.dirname(os.path.abspath(path))
-    for lineno, line in _lines(path):
-        origin = f"{path}:{lineno}"
-        if line is None:
-            bad.append(BadItem("", "", origin, "malformed: line is not UTF-8"))
-            continue
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
-            if not isinstance(audio, str) or not audio:
-                raise TypeError(f"audio_filepath is {audio!r}")
-            offset = float(item.pop("offset", 0.0) or 0.0)
-            duration = item.pop("duration", None)
-            duration = None if duration is None else float(duration)
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
-            bad.append(BadItem("", "", origin, f"malformed: not a JSON object with audio_filepath and "
-                                               f"numeric offset/duration ({e})"))
-            continue
-        if not os.path.isabs(audio) and not os.path.exists(audio):
-            candidate = os.path.join(base, audio)
-            if os.path.exists(candidate):
-                audio = candidate
+
+    def take(item: Dict) -> str:
+        audio = item.pop("audio_filepath", None) or item.pop("audio_filename")
+        if not isinstance(audio, str) or not audio:
+            raise TypeError(f"audio_filepath is {audio!r}")
+        return audio
+
+    for origin, item, audio, offset, duration in manifest_entries(path, bad, take, "audio_filepath"):
+        audio = resolve_relative(audio, base)
         text = item.pop("text", "")
         utt_id = os.path.splitext(os.path.basename(audio))[0]
         utts.append(
@@ -173,13 +225,66 @@ def read_nemo_manifest(path: str) -> Tuple[List[Utterance], List[BadItem]]:
     return utts, bad
 
 
+def read_kaldi_segments(wav_scp: str, segments: str, utts: List[Utterance], sample_rate: Optional[int] = None
+                        ) -> Tuple[List[Utterance], List[BadItem]]:
+    """The segments of a Kaldi ``segments`` file (``UTTID RECID START END``, END -1 = to the end) as utterances
+    cut from the recordings ``utts`` of ``wav_scp`` (already parsed, pipes already allowed or refused), read with
+    lhotse's Kaldi import (``lhotse.kaldi.load_kaldi_data_dir``, which also reads ``utt2spk`` beside
+    ``segments``: the speaker goes to the utterance's ``speaker`` key). Segments whose recording is not in
+    ``wav_scp`` are left out (reported)."""
+    import tempfile
+
+    from lhotse.kaldi import load_kaldi_data_dir
+
+    lines = {}
+    for lineno, line in _lines(segments):
+        if line and line.split():
+            lines.setdefault(line.split()[0], lineno)
+    recordings = {u.utt_id: u for u in utts}
+    with tempfile.TemporaryDirectory() as d:
+        # lhotse reads a data dir by fixed names; link the given files under them
+        os.symlink(os.path.abspath(wav_scp), os.path.join(d, "wav.scp"))
+        os.symlink(os.path.abspath(segments), os.path.join(d, "segments"))
+        utt2spk = os.path.join(os.path.dirname(os.path.abspath(segments)), "utt2spk")
+        if os.path.isfile(utt2spk):
+            os.symlink(utt2spk, os.path.join(d, "utt2spk"))
+        # lhotse wants a transcript per segment; ours come from ``text`` later (an empty one each here)
+        with open(os.path.join(d, "text"), "w", encoding="utf-8") as f:
+            f.writelines(f"{seg_id}\n" for seg_id in lines)
+        try:
+            _, supervisions, _ = load_kaldi_data_dir(d, sampling_rate=sample_rate or 16000)
+        except Exception as e:  # lhotse asserts and raises on malformed files
+            raise PackingError(f"{segments}: lhotse's Kaldi import failed ({type(e).__name__}: {e})") from e
+    out, bad = [], []
+    for sup in supervisions or []:
+        origin = f"{segments}:{lines.get(sup.id, '?')}"
+        rec = recordings.get(sup.recording_id)
+        if rec is None:
+            bad.append(BadItem(sup.id, sup.recording_id, origin, f"no recording: {sup.recording_id!r} not in {wav_scp}"))
+            continue
+        extra = {"speaker": sup.speaker} if sup.speaker else {}
+        out.append(Utterance(utt_id=sup.id, source=rec.source, origin=origin, is_pipe=rec.is_pipe,
+                             offset=float(sup.start), duration=float(sup.duration), extra=extra))
+    return out, bad
+
+
 def read_inputs(wav_scp: Optional[str] = None, text: Optional[str] = None, manifest: Optional[str] = None,
-                allow_pipes: bool = False) -> Tuple[List[Utterance], List[BadItem]]:
-    """The utterances of ``wav_scp`` (with their transcripts from Kaldi ``text``) or of a NeMo ``manifest``,
-    and the entries left out. With ``text``, an utterance without a transcript is left out."""
+                allow_pipes: bool = False, segments: Optional[str] = None, utt2spk: Optional[str] = None,
+                sample_rate: Optional[int] = None) -> Tuple[List[Utterance], List[BadItem]]:
+    """The utterances of ``wav_scp`` (cut by Kaldi ``segments``, with transcripts from Kaldi ``text`` and speakers
+    from ``utt2spk``) or of a NeMo ``manifest``, and the entries left out. With ``text``, an utterance without a
+    transcript is left out."""
     if manifest is not None:
         return read_nemo_manifest(manifest)
     utts, bad = read_wav_scp(wav_scp, allow_pipes=allow_pipes)
+    if segments is not None:
+        utts, seg_bad = read_kaldi_segments(wav_scp, segments, utts, sample_rate)
+        bad += seg_bad
+    if utt2spk is not None:
+        speakers = read_kaldi_text(utt2spk)
+        for u in utts:
+            if speakers.get(u.utt_id):
+                u.extra["speaker"] = speakers[u.utt_id]
     if text is None:
         return utts, bad
     texts = read_kaldi_text(text)

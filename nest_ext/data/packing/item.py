@@ -10,8 +10,10 @@ Example::
 
     >>> a = EncodedAudio(b"RIFF...", "wav", num_samples=16000, sample_rate=16000, num_channels=1)
     >>> item = ShardItem(key="utt1", audio={"audio": a}, meta={"text": "hi"})
-    >>> item.sole_audio("nemo").ext, item.seconds, item.nbytes, item.input_id
-    ('wav', 1.0, 7, 'utt1')
+    >>> item.sole_audio("nemo").ext, item.seconds, item.nbytes, item.input_id, item.member_name("audio")
+    ('wav', 1.0, 7, 'utt1', 'utt1.wav')
+    >>> ShardItem(key="ex1", audio={"mixture": a, "s1": a}).member_name("s1")
+    'ex1.s1.wav'
 """
 from __future__ import annotations
 
@@ -57,6 +59,14 @@ class ShardItem:
     @property
     def nbytes(self) -> int:
         return sum(len(a.data) for a in self.audio.values())
+
+    def member_name(self, name: str) -> str:
+        """The tar member that holds payload ``name``: ``KEY.EXT`` for an item's only ``audio`` payload (NeMo's
+        tarred ASR layout), else ``KEY.NAME.EXT`` -- WebDataset groups ``KEY.*`` members into one sample."""
+        enc = self.audio[name]
+        if name == "audio" and len(self.audio) == 1:
+            return f"{self.key}.{enc.ext}"
+        return f"{self.key}.{name}.{enc.ext}"
 
     def sole_audio(self, fmt: str) -> EncodedAudio:
         """The one payload, for formats that store one audio per example."""

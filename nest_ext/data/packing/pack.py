@@ -15,8 +15,9 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple, Type
 
 from nest_ext.data.packing.audio import load_item
-from nest_ext.data.packing.inputs import BadItem, PackingError, normalize_text, read_inputs
-from nest_ext.data.packing.plan import assign_member_names, plan_hash, plan_shards
+from nest_ext.data.packing.inputs import DURATION_REASON, BadItem, PackingError, duration_problem, normalize_text, read_inputs
+from nest_ext.data.packing.plan import assign_member_names, plan_hash, plan_shards, shuffle_utterances
+from nest_ext.data.packing.separation import load_separation_item, read_separation_manifest
 from nest_ext.data.packing.pool import completed_map, ordered_map
 from nest_ext.data.packing.state import (
     STATE_DIR, SUMMARY, drop_marker, marker_path, read_complete_marker, stale_markers, write_marker,
@@ -26,6 +27,13 @@ from nest_ext.parts.atomic_io import atomic_write, remove_temps
 from nest_ext.parts.progress import Progress
 
 logger = logging.getLogger("nest_ext.pack_shards")
+
+# Items per shard. NeMo's tarred loader and lhotse's Shar (export_to_shar's default: 1000 cuts) work with
+# hundreds to a few thousand examples a shard: shards are the unit that is shuffled and split over DDP ranks and
+# DataLoader workers, so a corpus needs many more shards than world_size x num_workers (100k utterances: 100
+# shards), while each shard stays a few hundred MB (1000 x 15 s of 16 kHz PCM_16 = 480 MB).
+DEFAULT_SHARD_SIZE = 1000
+TASKS = ("asr", "separation")
 _WORKER_DIED = ("a packing worker process died{how}; completed shards are kept -- rerun with --skip-existing, "
                 "with --num-workers 1 to see which file")
 
@@ -69,7 +77,9 @@ class PackSummary:
 
 
 def _log_bad(b: BadItem) -> None:
-    logger.warning("left out %s (%s) at %s: %s", b.utt_id, b.path, b.origin, b.reason)
+    # Length filtering is asked for, not a fault: logged quietly (the summary counts it).
+    level = logging.DEBUG if b.reason.startswith(DURATION_REASON) else logging.WARNING
+    logger.log(level, "left out %s (%s) at %s: %s", b.utt_id, b.path, b.origin, b.reason)
 
 
 def _strict_error(b: BadItem) -> PackingError:
@@ -81,7 +91,7 @@ def pack_shards(
     wav_scp: Optional[str] = None,
     text: Optional[str] = None,
     manifest: Optional[str] = None,
-    shard_size: int = 100000,
+    shard_size: int = DEFAULT_SHARD_SIZE,
     num_workers: int = 1,
     shard_idx: int = 0,
     shard_count: int = 1,
@@ -94,16 +104,29 @@ def pack_shards(
     pipe_timeout: Optional[float] = 300.0,
     shar_audio_format: str = "flac",
     progress: bool = True,
+    task: str = "asr",
+    shuffle: bool = True,
+    seed: int = 0,
+    min_duration: Optional[float] = None,
+    max_duration: Optional[float] = None,
+    segments: Optional[str] = None,
+    utt2spk: Optional[str] = None,
     progress_every_s: float = 30.0,
 ) -> PackSummary:
-    """Pack ``wav_scp`` (+ optional Kaldi ``text``) or a NeMo ``manifest`` into shards in ``out_dir``.
+    """Pack ``wav_scp`` (+ optional Kaldi ``text``, ``segments``, ``utt2spk``) or a NeMo ``manifest`` into shards
+    in ``out_dir``; with ``task="separation"``, a separation ``manifest`` (mixture + sources (+ noise) of each
+    example together, see ``packing/separation.py``).
 
-    This process writes shards ``i`` with ``i % shard_count == shard_idx``; ``num_workers`` processes
+    Examples are shuffled with ``seed`` before they are split into shards of ``shard_size`` (``shuffle=False``
+    keeps input order). Entries outside ``[min_duration, max_duration]`` seconds are left out: at planning when
+    the manifest gives a duration, else once decoded. This process writes shards ``i`` with
+    ``i % shard_count == shard_idx``; ``num_workers`` processes
     decode/resample in parallel while this one writes in input order. With ``skip_existing``, shards
     whose marker matches this plan are kept. Bad audio is logged by utterance id and path and left
     out; with ``strict`` the first problem raises :class:`PackingError` instead. Returns a
     :class:`PackSummary`; ``summary.complete`` is True once all shards exist and the format's index
-    files (nemo: merged manifest and ``data.list``; lhotse-shar: ``shar_index.json``) have been written.
+    files (nemo: merged manifest and ``data.list``; lhotse-shar: ``shar_index.json``; wenet: ``key_map.tsv``
+    and ``data.list``) have been written.
     ``progress``: a bar on a terminal, otherwise a log line with count, rate and ETA every ``progress_every_s``.
     """
     t0 = time.perf_counter()
@@ -111,41 +134,66 @@ def pack_shards(
     if writer_cls.task is not None:
         raise PackingError(f"format {format!r} stores {writer_cls.task} examples, not utterances: its own tool "
                            f"writes it (restoration: prepare_restoration_data)")
+    if task not in TASKS:
+        raise PackingError(f"task must be one of {TASKS} (got {task!r})")
     if (wav_scp is None) == (manifest is None):
         raise PackingError("give exactly one input: wav_scp (Kaldi) or manifest (NeMo JSON lines)")
-    if text is not None and wav_scp is None:
-        raise PackingError("text goes with wav_scp; a NeMo manifest carries its own 'text'")
+    if task == "separation" and manifest is None:
+        raise PackingError("task 'separation' reads a separation manifest (prepare_separation_data's TR.json)")
+    for name, value in (("text", text), ("segments", segments), ("utt2spk", utt2spk)):
+        if value is not None and wav_scp is None:
+            raise PackingError(f"{name} goes with wav_scp; a manifest carries its own keys")
+    if min_duration is not None and max_duration is not None and min_duration > max_duration:
+        raise PackingError(f"min_duration {min_duration} is above max_duration {max_duration}")
     if not (shard_count >= 1 and 0 <= shard_idx < shard_count):
         raise PackingError(f"need 0 <= shard_idx < shard_count (got {shard_idx}, {shard_count})")
     if sample_rate is not None and sample_rate <= 0:
         raise PackingError(f"sample_rate must be positive (got {sample_rate})")
-    for p in (wav_scp, text, manifest):
+    for p in (wav_scp, text, manifest, segments, utt2spk):
         if p is not None and not os.path.isfile(p):
             raise PackingError(f"input file not found: {p}")
 
-    utts, bad = read_inputs(wav_scp=wav_scp, text=text, manifest=manifest, allow_pipes=allow_pipes)
+    if task == "separation":
+        utts, bad = read_separation_manifest(manifest)
+    else:
+        utts, bad = read_inputs(wav_scp=wav_scp, text=text, manifest=manifest, allow_pipes=allow_pipes,
+                                segments=segments, utt2spk=utt2spk, sample_rate=sample_rate)
     num_input = len(utts) + len(bad)
     if text_norm:
         for u in utts:
             u.text = normalize_text(u.text)
+    kept = []
+    for u in utts:  # lengths the input states are filtered before planning, so shards stay full
+        problem = duration_problem(u.duration, min_duration, max_duration)
+        if problem:
+            bad.append(BadItem(u.utt_id, u.source, u.origin, problem))
+        else:
+            kept.append(u)
+    utts = kept
     for b in bad:
         _log_bad(b)
-    if bad and strict:
-        raise _strict_error(bad[0])
+    if strict and any(not b.reason.startswith(DURATION_REASON) for b in bad):
+        raise _strict_error(next(b for b in bad if not b.reason.startswith(DURATION_REASON)))
     if not utts:
         raise PackingError(f"no usable entry in {wav_scp or manifest}")
-    assign_member_names(utts)
+    assign_member_names(utts)  # in input order: names do not depend on the shuffle
+    if shuffle:
+        utts = shuffle_utterances(utts, seed)
     shards = plan_shards(utts, shard_size)
     # Every format-specific option is in every plan (None where the format ignores it), as it always was.
     format_options = {"shar_audio_format": shar_audio_format}
     writer_kwargs = {k: v for k, v in format_options.items() if k in writer_cls.options}
     options = {"sample_rate": sample_rate, "text_norm": text_norm,
                **{k: writer_kwargs.get(k) for k in format_options}}
+    # Options that change which items a shard holds, only when set (older plans keep their hashes).
+    options.update({k: v for k, v in (("min_duration", min_duration), ("max_duration", max_duration)) if v is not None})
+    load_fn = load_separation_item if task == "separation" else load_item
+    limits = (min_duration, max_duration)
     plans = [plan_hash(format, i, s, options) for i, s in enumerate(shards)]
     summary = PackSummary(out_dir=os.path.abspath(out_dir), format=format, num_input=num_input,
                           num_planned=len(utts), num_shards=len(shards), bad=list(bad))
-    return write_shards(summary, writer_cls, writer_kwargs, shards, plans, load_item, (sample_rate, pipe_timeout),
-                        num_workers=num_workers, shard_idx=shard_idx, shard_count=shard_count,
+    return write_shards(summary, writer_cls, writer_kwargs, shards, plans, load_fn,
+                        (sample_rate, pipe_timeout, *limits), num_workers=num_workers, shard_idx=shard_idx, shard_count=shard_count,
                         skip_existing=skip_existing, strict=strict, progress=progress,
                         progress_every_s=progress_every_s, t0=t0)
 
@@ -247,7 +295,7 @@ def _write_shard(out_dir: str, writer_cls: Type[ShardWriter], writer_kwargs: Dic
                 if on_item is not None:
                     on_item(0)
                 _log_bad(res)
-                if strict:
+                if strict and not res.reason.startswith(DURATION_REASON):
                     raise _strict_error(res)
                 shard_bad.append(res)
                 continue

@@ -1,8 +1,10 @@
 """Shard planning: member names, which utterance goes to which shard, and the hash that identifies a shard's plan.
 
-Utterances keep their input order; utterance ``k`` of the valid input list goes to shard ``k // shard_size``.
-The plan depends only on the input text files, so every process of a ``shard_idx/shard_count`` split, and any
-``num_workers``, agree on it. Audio that turns out to be missing or unreadable is left out of its shard, so a
+Member names are given in input order; then the utterances are shuffled with a seeded generator
+(:func:`shuffle_utterances`; a sorted ``wav.scp`` would otherwise give shards of one speaker each, and NeMo's
+tarred loader shuffles only within a small buffer) -- or keep input order with ``shuffle=False``. Utterance
+``k`` of that list goes to shard ``k // shard_size``. The plan depends only on the input text files and the
+seed, so every process of a ``shard_idx/shard_count`` split, and any ``num_workers``, agree on it. Audio that turns out to be missing or unreadable is left out of its shard, so a
 shard can hold fewer than ``shard_size`` members, never members of another shard.
 
 Example::
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import random
 import re
 from typing import Dict, List, Sequence
 
@@ -40,6 +43,18 @@ def assign_member_names(utts: Sequence[Utterance]) -> None:
             k += 1
         used.add(name)
         u.member = name
+
+
+def shuffle_utterances(utts: Sequence[Utterance], seed: int) -> List[Utterance]:
+    """The utterances in an order drawn from ``seed`` alone (the same on every machine and process).
+
+    >>> from nest_ext.data.packing.inputs import Utterance
+    >>> [u.utt_id for u in shuffle_utterances([Utterance(utt_id=str(i), source="x", origin="") for i in range(5)], 0)]
+    ['2', '1', '0', '4', '3']
+    """
+    out = list(utts)
+    random.Random(seed).shuffle(out)
+    return out
 
 
 def plan_shards(utts: Sequence[Utterance], shard_size: int) -> List[List[Utterance]]:

@@ -60,6 +60,19 @@ class MossFormer2CheckpointError(ValueError):
         self.mismatched = list(mismatched)
 
 
+def key_report(header: str, unknown=(), missing=(), mismatched=(), missing_note: str = "") -> str:
+    """``header`` and one line per non-empty list: unknown keys, missing keys (``missing_note`` after the
+    word), shape mismatches."""
+    parts = [header]
+    if unknown:
+        parts.append(f"{len(unknown)} unknown key(s): " + ", ".join(unknown))
+    if missing:
+        parts.append(f"{len(missing)} missing key(s){missing_note}: " + ", ".join(missing))
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched))
+    return "\n".join(parts)
+
+
 def _sub(template: str) -> Callable[[re.Match], str]:
     return lambda m: m.expand(template)
 
@@ -233,12 +246,7 @@ def official_to_ours(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, 
         ours[target] = fitted
     missing = [k for k in expected if k not in ours and k not in mismatched_targets]
     if unknown or missing or mismatched:
-        parts = [f"official MossFormer2 state dict does not fit the architecture {dict(arch)}:"]
-        if unknown:
-            parts.append(f"{len(unknown)} unknown key(s): " + ", ".join(unknown))
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (our names): " + ", ".join(missing))
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched))
-        raise MossFormer2CheckpointError("\n".join(parts), unknown, missing, mismatched)
+        header = f"official MossFormer2 state dict does not fit the architecture {dict(arch)}:"
+        raise MossFormer2CheckpointError(key_report(header, unknown, missing, mismatched, " (our names)"), unknown,
+                                         missing, mismatched)
     return ours

@@ -1,9 +1,12 @@
 """``nemo``: NeMo's tarred-audio layout.
 
-``audio_0.tar ... audio_{N-1}.tar``, one member per utterance (``<key>.wav``/``.flac``...),
+``audio_0.tar ... audio_{N-1}.tar``, one member per utterance (``<key>.wav``/``.flac``...) -- or, for an
+example of several payloads (separation: ``<key>.mixture.wav``, ``<key>.s1.wav``...), one per payload, which
+WebDataset reads back as one sample --
 ``sharded_manifests/manifest_{i}.json`` (one per shard, the layout NeMo's ``shard_manifests=true`` expects),
 ``tarred_audio_manifest.json`` (entries with ``audio_filepath`` = member name, ``duration``, ``text``,
-``shard_id``, the input's other keys, and ``utt_id`` when the member name had to differ from the input id) and
+``shard_id``, the input's other keys, and ``utt_id`` when the member name had to differ from the input id;
+for separation the input manifest's keys with member names, see ``packing/separation.py``) and
 ``data.list`` (absolute tar paths, one a line, as MooER's loader reads). Train with::
 
     model.train_ds.is_tarred=true \\
@@ -61,8 +64,10 @@ class NemoShardWriter(ShardWriter):
         self.lines: List[str] = []
 
     def add(self, item: ShardItem) -> None:
-        enc = item.sole_audio(self.name)
-        name = f"{item.key}.{enc.ext}"
+        if list(item.audio) != ["audio"]:
+            return self._add_multi(item)
+        enc = item.audio["audio"]
+        name = item.member_name("audio")
         add_tar_member(self.tar, name, enc.data)
         entry = {"audio_filepath": name, "duration": nemo_duration(enc.num_samples, enc.sample_rate),
                  "text": item.meta.get("text", ""), "shard_id": self.shard_id}
@@ -70,6 +75,20 @@ class NemoShardWriter(ShardWriter):
             entry["utt_id"] = item.input_id  # the id had to be made loader-safe or unique
         for k, v in item.meta.items():
             entry.setdefault(k, v)
+        self.lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def _add_multi(self, item: ShardItem) -> None:
+        """An example of several payloads (separation: mixture, s1, s2...): one member ``KEY.NAME.EXT`` each; the
+        entry is the item's ``meta`` (which names the members under the input manifest's keys) plus duration,
+        shard and input id."""
+        for name, enc in item.audio.items():
+            add_tar_member(self.tar, item.member_name(name), enc.data)
+        first = next(iter(item.audio.values()))
+        entry = dict(item.meta)
+        entry["duration"] = nemo_duration(first.num_samples, first.sample_rate)
+        entry["shard_id"] = self.shard_id
+        if item.input_id != item.key:
+            entry["utt_id"] = item.input_id
         self.lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def commit(self) -> Dict[str, int]:
