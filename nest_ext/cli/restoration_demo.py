@@ -8,7 +8,7 @@ Four steps, each printed so it can be rerun by hand:
    ``nest-prepare-restoration-data --clean demo_data/restoration/clean --out-dir demo_data/restoration/pairs ...``
    degrades them (:data:`DEMO_DEGRADATIONS`: noise, band limit, clipping, reverb);
 2. ``python train.py --config-name restoration_gan_small ...`` trains the small generator (:data:`DEMO_OVERRIDES`:
-   8 generator-only epochs, then 2 of generator + discriminator) and prints the ``.nemo``;
+   7 generator-only epochs, then 1 of generator + discriminator) and prints the ``.nemo``;
 3. ``nest-restore --model X.nemo --out-dir demo_out/ DEGRADED.wav`` restores the first validation pair (an
    utterance not seen in training);
 4. SI-SDR, log-spectral distance and multi-resolution STFT distance of the degraded input and of the restored
@@ -28,8 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py, config/, demo_data/
 CONFIG = "restoration_gan_small"
-# Short enough for `make demo` on 2 cores (~1.5 min), long enough to gain: 72 generator-only steps, then 18 G+D steps
-DEMO_OVERRIDES = {"trainer.max_epochs": "10", "model.gan_start_epoch": "8"}
+# Short for `make demo` on 2 cores, long enough to gain: 63 generator-only steps (7 epochs), then 9 G+D steps
+DEMO_OVERRIDES = {"trainer.max_epochs": "8", "model.gan_start_epoch": "7"}
 NUM_CLEAN = 40  # clean utterances; the validation fraction below keeps 4 for validation
 DEMO_DEGRADATIONS = [
     {"type": "reverb", "prob": 0.2, "rt60": [0.2, 0.5]},
