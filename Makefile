@@ -40,6 +40,7 @@ demo: install
 	$(PYTHON) tools/make_demo_data.py    # demo_data/: NEST corpus + two-speaker separation set
 	$(PYTHON) train.py                   # NEST pretraining demo (config/nest_demo.yaml)
 	$(PYTHON) tools/run_demo.py          # MossFormer2: train 160 steps, separate a mixture into demo_out/
+	$(PYTHON) tools/restoration_demo.py  # restoration GAN: both phases, restore a degraded utterance, print the gains
 
 test: install
 	$(PYTHON) -m pytest -q -ra $(PYTEST_ARGS)          # tests/ and the package's doctests (pytest.ini)

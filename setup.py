@@ -41,8 +41,9 @@ setup(
         # LLM-based ASR (NeMo's SALM with LoRA: config/salm_nest_lora.yaml); DeepSpeed is optional (ZeRO-2)
         "llm": LLM,
         "deepspeed": ["deepspeed"],
-        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics)
-        "restoration": ["pyroomacoustics>=0.7"],
+        # restoration degradations: simulated room impulse responses (reverb step, simulator: pyroomacoustics);
+        # evaluate_restoration: DNSMOS (speechmos: Microsoft's ONNX models inside its wheel, run offline)
+        "restoration": ["pyroomacoustics>=0.7", "speechmos>=0.0.1", "onnxruntime", "librosa", "requests"],
     },
     # The command lines (nest_ext/cli/<module>.py, main(argv) -> exit status); tools/<module>.py runs the same main.
     entry_points={
@@ -52,11 +53,15 @@ setup(
             "nest-convert-mossformer2=nest_ext.cli.convert_mossformer2_checkpoint:main",
             "nest-evaluate-asr=nest_ext.cli.evaluate_asr:main",
             "nest-evaluate-llm-asr=nest_ext.cli.evaluate_llm_asr:main",
+            "nest-evaluate-restoration=nest_ext.cli.evaluate_restoration:main",
             "nest-evaluate-separation=nest_ext.cli.evaluate_separation:main",
             "nest-make-demo-data=nest_ext.cli.make_demo_data:main",
             "nest-merge-lora=nest_ext.cli.merge_lora:main",
             "nest-pack-shards=nest_ext.cli.pack_shards:main",
+            "nest-prepare-restoration-data=nest_ext.cli.prepare_restoration_data:main",
             "nest-prepare-separation-data=nest_ext.cli.prepare_separation_data:main",
+            "nest-restoration-demo=nest_ext.cli.restoration_demo:main",
+            "nest-restore=nest_ext.cli.restore:main",
             "nest-run-demo=nest_ext.cli.run_demo:main",
             "nest-separate=nest_ext.cli.separate:main",
         ],

@@ -63,3 +63,16 @@ def test_atomic_path_error_leaves_nothing_and_keeps_the_old_file(tmp_path):
             open(tmp, "w").write("half")
             raise RuntimeError("killed")
     assert target.read_text() == "old" and os.listdir(tmp_path) == ["m.json"]
+
+
+def test_publish_a_folder_whole_replacing_the_old_one(tmp_path):
+    final = tmp_path / "shard_0"
+    final.mkdir()
+    (final / "old.wav").write_bytes(b"old")
+    tmp = temp_path(str(final), directory=True)
+    with open(os.path.join(tmp, "a.wav"), "wb") as f:
+        f.write(b"new")
+    publish(tmp, str(final))
+    assert sorted(os.listdir(final)) == ["a.wav"] and (final / "a.wav").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["shard_0"]  # neither the temporary nor the old folder is left
+    assert oct(os.stat(final).st_mode & 0o777) == oct(atomic_io.default_mode() | 0o111 & (atomic_io.default_mode() >> 2))

@@ -62,11 +62,15 @@ OUT_DIR_CASES = [
     ("convert_mossformer2_checkpoint", ["--official", "c.pt"], None),  # --out FILE is the other choice
     ("evaluate_asr", ["--model", "m.nemo", "--manifest", "t.json"], None),
     ("evaluate_llm_asr", ["--model", "m.ckpt", "--test-sets", "t.json"], None),
+    ("evaluate_restoration", ["--model", "m.nemo", "--manifest", "t.json"], None),
     ("evaluate_separation", ["--model", "m.nemo", "--manifest", "t.json"], "--out"),
     ("make_demo_data", [], "--out"),
     ("merge_lora", ["--model", "m.ckpt"], None),
     ("pack_shards", ["--wav-scp", "wav.scp"], None),
+    ("prepare_restoration_data", ["--clean", "c.json"], None),
     ("prepare_separation_data", ["root"], None),  # the old spelling is the second positional argument
+    ("restoration_demo", [], None),
+    ("restore", ["--model", "m.nemo", "in.wav"], None),
     ("run_demo", [], None),
     ("separate", ["--model", "m.nemo", "mix.wav"], "--output-dir"),
 ]
@@ -103,6 +107,9 @@ MISSING = [
     ("convert_mossformer2_checkpoint", ["--official", "c.pt"], ["--out-dir", "--out"]),
     ("convert_mossformer2_checkpoint", ["--out-dir", "o"], ["--official"]),
     ("prepare_separation_data", ["root"], ["--out-dir"]),
+    ("prepare_restoration_data", ["--clean", "c.json"], ["--out-dir"]),
+    ("restore", ["--out-dir", "o", "in.wav"], ["--model"]),
+    ("evaluate_restoration", ["--model", "m", "--out-dir", "o"], ["--manifest"]),
     ("prepare_separation_data", ["root", "a", "--out-dir", "b"], ["--out-dir", "OUT_DIR"]),
 ]
 

@@ -1,4 +1,5 @@
-"""The separation half of `make demo`: its synthetic two-speaker set and tools/run_demo.py end to end.
+"""The separation and restoration parts of `make demo`: the synthetic two-speaker set, tools/run_demo.py and
+tools/restoration_demo.py end to end.
 
 The NEST half (tools/make_demo_data.py's corpus, `python train.py`) is covered by tests/test_train.py.
 """
@@ -103,3 +104,25 @@ def test_run_demo_trains_separates_and_scores(demo_tool, run_demo, tmp_path, mon
     assert again.is_file()
     (last,) = (exp / "MossFormer2_demo" / "checkpoints").glob("*-last.ckpt")
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+@pytest.mark.slow
+def test_restoration_demo_prepares_trains_both_phases_restores_and_scores(tmp_path, monkeypatch, capsys):
+    from nest_ext.cli import restoration_demo
+
+    monkeypatch.chdir(tmp_path)
+    exp, out = tmp_path / "exp", tmp_path / "out"
+    # 10 clean utterances: 9 training pairs (3 batches an epoch), 1 held out; epoch 0 generator only, epoch 1 G+D
+    result = restoration_demo.run_restoration_demo(tmp_path / "rest", exp, out,
+                                                   ["trainer.max_epochs=2", "model.gan_start_epoch=1"], num_clean=10)
+    assert result["model"].is_file() and exp in result["model"].parents
+    assert result["restored"] == out / (result["degraded"].stem + "_restored.wav")
+    degraded, rate = sf.read(str(result["degraded"]), dtype="float32")
+    restored, rate2 = sf.read(str(result["restored"]), dtype="float32")
+    assert rate == rate2 == 16000 and restored.shape == degraded.shape and not np.array_equal(restored, degraded)
+    metrics = result["metrics"]
+    for name in ("si_sdr", "lsd", "mr_stft"):
+        assert math.isfinite(metrics[name]) and math.isfinite(metrics[name + "_input"])
+    printed = capsys.readouterr().out
+    assert "Restoration demo" in printed and "SI-SDR (dB, higher)" in printed and "gain" in printed
+    assert "model.gan_start_epoch=1" in printed and "trainer.max_epochs=10" not in printed  # the caller's overrides win

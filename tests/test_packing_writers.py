@@ -81,7 +81,7 @@ def test_registered_writer_plugs_in_without_driver_change(tmp_path, wenet_format
 
 
 def test_unknown_format_names_the_registered_ones(tmp_path, wenet_format):
-    with pytest.raises(PackingError, match=r"\('nemo', 'lhotse-shar', 'wenet', 'wenet-test'\)"):
+    with pytest.raises(PackingError, match=r"\('nemo', 'lhotse-shar', 'wenet', 'restoration-wav', 'restoration-tar', 'wenet-test'\)"):
         pack_shards(out_dir=str(tmp_path), wav_scp="x", format="kaldi-ark", progress=False)
 
 
@@ -121,3 +121,9 @@ def test_reencoded_float_wav_has_no_write_time(tmp_path):
     assert data[peak + 12 : peak + 16] == bytes(4)
     audio, sr = sf.read(io.BytesIO(data), dtype="float32")
     assert sr == 8000 and len(audio) == 1600
+
+
+def test_pack_shards_refuses_a_restoration_format(tmp_path):
+    scp, text, _ = _make_kaldi_dir(tmp_path / "data", n=2, bad=False)
+    with pytest.raises(PackingError, match="restoration examples, not utterances"):
+        pack_shards(out_dir=str(tmp_path / "o"), wav_scp=scp, format="restoration-tar", progress=False)

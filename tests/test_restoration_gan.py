@@ -98,6 +98,29 @@ def test_generator_starts_at_the_identity():
         model(input_signal=torch.zeros(1, 2, 2000))
 
 
+@pytest.mark.parametrize("name", ["restoration_gan_tiny", "restoration_gan_small", "restoration_gan"])
+def test_every_config_starts_near_the_identity_with_a_mapping_generator(name):
+    """The residual gate plus a small decoder initialisation: every config's untrained output is the input plus a
+    correction >= 20 dB below it; the mapping network's features are not ReLU masks (they take both signs)."""
+    from hydra.utils import instantiate
+
+    from nest_ext.modules.mossformer2.mask_net import MossFormer2MaskNet
+
+    torch.manual_seed(0)
+    gen = instantiate(OmegaConf.load(ROOT / "config" / f"{name}.yaml").model.generator).eval()
+    assert gen.mapping and not gen.masker.output_relu
+    x = torch.from_numpy(np.stack([speech_like(0.25, SR, seed=i) for i in range(2)]))
+    with torch.no_grad():
+        out = gen(x)
+        features = gen.masker(gen.encoder(x))
+    assert 10 * torch.log10(((out[:, 0] - x) ** 2).sum() / (x**2).sum()) < -20
+    assert features.min() < 0 < features.max()
+    with pytest.raises(ValueError, match="output must be"):
+        type(gen)(output="masks")
+    with pytest.raises(ValueError, match="output_activation"):
+        MossFormer2MaskNet(16, 16, 1, output_activation="sigmoid")
+
+
 def test_both_phases_run_and_log_every_term(tmp_path):
     cfg = _cfg(_pairs(tmp_path, 8), _pairs(tmp_path, 2, prefix="v"))
     rec = Recorder()

@@ -58,7 +58,7 @@ def make_tiny_nest(path):
     from omegaconf import open_dict
 
     from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
-    from nest_ext.parts.nemo_comparison import load_our_config
+    from nest_ext.cli.nemo_comparison import load_our_config
 
     cfg = load_our_config("nest_demo").model
     with open_dict(cfg):

@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout: train.py, config/, d
 NEMO_LINE = "Trained model (.nemo):"
 
 
-def run_step(cmd: list[str], what: str) -> str:
-    """Run ``cmd``, echoing its output as it comes; return stdout+stderr. Exits naming ``what`` on failure."""
+def run_step(cmd: list[str], what: str, demo: str = "separation demo") -> str:
+    """Run ``cmd``, echoing its output as it comes; return stdout+stderr. Exits naming ``demo`` and ``what`` on
+    failure."""
     print(f"\n$ {shlex.join(cmd)}", flush=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     lines = []
@@ -41,23 +42,25 @@ def run_step(cmd: list[str], what: str) -> str:
         sys.stdout.write(line)
         lines.append(line)
     if proc.wait() != 0:
-        raise SystemExit(f"separation demo: {what} failed (exit status {proc.returncode}): {shlex.join(cmd)}")
+        raise SystemExit(f"{demo}: {what} failed (exit status {proc.returncode}): {shlex.join(cmd)}")
     return "".join(lines)
 
 
-def train(data: Path, exp_dir: Path, overrides=()) -> Path:
-    """Step 1: train on ``data``'s manifests; the ``.nemo`` path that train.py printed."""
+def train(data: Path, exp_dir: Path, overrides=(), config: str = "mossformer2_demo",
+          demo: str = "separation demo") -> Path:
+    """Step 1: train ``config`` on ``data``'s manifests; the ``.nemo`` path that train.py printed. (The
+    restoration demo trains its model through here too.)"""
     cmd = [
-        sys.executable, str(ROOT / "train.py"), "--config-name", "mossformer2_demo",
+        sys.executable, str(ROOT / "train.py"), "--config-name", config,
         f"model.train_ds.manifest_filepath={data / 'train_manifest.json'}",
         f"model.validation_ds.manifest_filepath={data / 'val_manifest.json'}",
         f"exp_manager.exp_dir={exp_dir}",
         *overrides,
     ]
-    out = run_step(cmd, "training")
+    out = run_step(cmd, "training", demo)
     found = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith(NEMO_LINE)]
     if not found:
-        raise SystemExit(f"separation demo: train.py finished without printing '{NEMO_LINE} PATH'")
+        raise SystemExit(f"{demo}: train.py finished without printing '{NEMO_LINE} PATH'")
     return Path(found[-1])
 
 

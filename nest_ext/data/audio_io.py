@@ -13,6 +13,7 @@ Shapes: ``T`` samples; ``C`` channels; float32 samples in [-1, 1] as soundfile d
 - :func:`read_audio_segment` -> ``[frames]`` of a mono file at an expected rate (only those frames are read);
 - :func:`load_audio` -> ``[T]``, mono, one chosen channel or a mixdown, whole or a segment, resampled to the asked rate;
 - :func:`resample` ``[T]`` or ``[T, C]`` -> ``[ceil(T * target_sr / orig_sr)]`` (``[.., C]``).
+- :func:`write_audio` ``[T]`` -> a WAV file (32-bit float by default), atomically.
 
 Example::
 
@@ -53,6 +54,7 @@ __all__ = [
     "read_audio_info",
     "read_audio_segment",
     "resample",
+    "write_audio",
 ]
 
 # soxr's "HQ" is librosa's default (res_type="soxr_hq"): band-limited, fast, 20-bit precision.
@@ -222,3 +224,13 @@ def resample(audio: np.ndarray, orig_sr: float, target_sr: float) -> np.ndarray:
     elif out.shape[0] < length:
         out = np.pad(out, [(0, length - out.shape[0])] + [(0, 0)] * (out.ndim - 1))
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def write_audio(path: str, audio: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> str:
+    """Write ``audio [T]`` (or ``[T, C]``) as a WAV file of ``subtype`` (32-bit float: no clipping, no rounding),
+    under a temporary name first so that a reader never sees half a file; returns ``path``."""
+    from nest_ext.parts.atomic_io import atomic_path
+
+    with atomic_path(path, suffix=".wav") as tmp:
+        sf.write(tmp, np.asarray(audio, dtype=np.float32), sample_rate, subtype=subtype)
+    return path

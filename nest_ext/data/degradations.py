@@ -33,8 +33,6 @@ Spec (a list, or a path to a YAML file holding one; ``None`` is :data:`DEFAULT_D
 
 Example:
     >>> import numpy as np
-
-from nest_ext.data.audio_io import load_audio, resample
     >>> from nest_ext.cli.synth import speech_like
     >>> chain = DegradationChain.from_spec([{"type": "bandlimit", "prob": 1.0, "rate": [4000, 4000]},
     ...                                     {"type": "clipping", "prob": 1.0, "threshold": [0.5, 0.5]}])
@@ -57,7 +55,7 @@ import numpy as np
 
 from nest_ext.data.audio_io import load_audio, resample
 
-__all__ = ["DEFAULT_DEGRADATIONS", "DegradationChain", "STEP_TYPES", "utterance_rng"]
+__all__ = ["DEFAULT_DEGRADATIONS", "DegradationChain", "STEP_TYPES", "load_spec", "utterance_rng"]
 
 logger = logging.getLogger(__name__)
 
@@ -169,7 +167,7 @@ def _noise(x, sr, rng, p):
 
 
 def _noise_segment(path, n, sr, rng):
-    from nest_ext.data.noise_sampling import cached_audio_info
+    from nest_ext.data.noise_sampling import cached_audio_info  # headers read once per file and process
 
     info = cached_audio_info(path)
     need = int(np.ceil(n * info.samplerate / sr)) + 16
@@ -246,6 +244,31 @@ STEP_TYPES: Dict[str, Tuple[Callable, Dict[str, Any]]] = {
 }
 
 
+def load_spec(spec: Union[None, str, Sequence[Dict[str, Any]], Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Any spec :meth:`DegradationChain.from_spec` takes, as plain data: ``{"steps": [step dicts], "min_applied":
+    N}`` (a YAML file read, an OmegaConf node converted, ``None`` made :data:`DEFAULT_DEGRADATIONS`); not yet
+    validated. What a preparation job hashes and ships to its worker processes.
+
+    >>> load_spec([{"type": "clipping"}])
+    {'steps': [{'type': 'clipping'}], 'min_applied': 1}
+    """
+    if isinstance(spec, str):
+        import yaml
+
+        with open(spec, "r", encoding="utf-8") as f:
+            spec = yaml.safe_load(f)
+    if spec is not None and hasattr(spec, "_metadata"):  # an OmegaConf node
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(spec, resolve=True)
+    min_applied = 1
+    if isinstance(spec, dict):
+        min_applied = int(spec.get("min_applied", 1))
+        spec = spec.get("steps")
+    steps = DEFAULT_DEGRADATIONS if spec is None else spec
+    return {"steps": [dict(step) for step in steps], "min_applied": min_applied}
+
+
 class DegradationChain:
     """Steps with probabilities; ``apply(clean, sample_rate, rng) -> (degraded, applied)`` keeps length and alignment.
 
@@ -267,21 +290,10 @@ class DegradationChain:
     def from_spec(cls, spec: Union[None, str, Sequence[Dict[str, Any]], Dict[str, Any]] = None) -> "DegradationChain":
         """From a list of step dicts, ``{"steps": [...], "min_applied": N}``, a YAML file of either, or ``None``
         (:data:`DEFAULT_DEGRADATIONS`). Unknown types or keys and bad probabilities raise ``ValueError``."""
-        if isinstance(spec, str):
-            import yaml
-
-            with open(spec, "r", encoding="utf-8") as f:
-                spec = yaml.safe_load(f)
-        if spec is not None and hasattr(spec, "_metadata"):  # an OmegaConf node
-            from omegaconf import OmegaConf
-
-            spec = OmegaConf.to_container(spec, resolve=True)
-        min_applied = 1
-        if isinstance(spec, dict):
-            min_applied = int(spec.get("min_applied", 1))
-            spec = spec.get("steps")
+        spec = load_spec(spec)
+        min_applied = spec["min_applied"]
         steps = []
-        for i, raw in enumerate(DEFAULT_DEGRADATIONS if spec is None else spec):
+        for i, raw in enumerate(spec["steps"]):
             raw = dict(raw)
             kind = raw.pop("type", None)
             if kind not in STEP_TYPES:

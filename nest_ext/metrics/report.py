@@ -156,6 +156,7 @@ def write_evaluation(
     rank_by: Optional[str] = None,
     examples: Sequence[ReportExample] = (),
     labels: Optional[Mapping[str, str]] = None,
+    extra_summary: Optional[Mapping[str, Any]] = None,
 ) -> dict:
     """Write ``metrics.csv``, ``summary.json`` and (``report``) ``report.html`` into ``out_dir``; return the summary.
 
@@ -169,6 +170,7 @@ def write_evaluation(
         rank_by: the metric that orders utterances in the report (default: the first).
         examples: utterances shown in full in the report.
         labels: headings for metric names beyond :data:`METRIC_LABELS`.
+        extra_summary: more entries for the summary (e.g. an evaluation's gains over its baseline).
 
     The returned summary is the JSON's content, plus ``report`` (the HTML path) when one was written.
     """
@@ -184,6 +186,7 @@ def write_evaluation(
         "real_time_factor": (sum(r["seconds"] for r in timed) / audio_seconds) if audio_seconds else None,
         "skipped": [dict(s) for s in skipped],
         "extra_metrics_unavailable": list(unavailable),
+        **dict(extra_summary or {}),
     }
     atomic_write(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=1) + "\n")
     if report:

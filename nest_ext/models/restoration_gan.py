@@ -22,6 +22,8 @@ discriminator optimiser and scheduler, non-finite gradients skipped, gradient no
   generated audio, over all sub-discriminators) and ``train/d_real_<name>``, ``train/d_fake_<name>`` per
   discriminator (``mpd``, ``mrsd``, ...). Validation: ``val_loss`` (weighted reconstruction loss), ``val_l1``,
   ``val_multi_stft``, ``val_sisdr``, and the degraded input's ``val_multi_stft_input``, ``val_sisdr_input``.
+* Inference: :meth:`restore` (an array or tensor, long inputs in overlapping chunks) and :meth:`process` (files ->
+  ``<stem>_restored.wav`` at the model's rate), behind ``nest-restore`` / ``tools/restore.py``.
 * ``global_step`` counts optimiser steps, as in Lightning's manual optimisation: 1 per batch before
   ``gan_start_epoch``, 2 after. Set the run's length with ``trainer.max_epochs``.
 
@@ -35,7 +37,8 @@ Example (tiny network, random weights):
 """
 import logging
 import math
-from typing import Dict, Optional
+import os
+from typing import Dict, List, Optional
 
 import torch
 from lightning.pytorch import Trainer
@@ -46,6 +49,7 @@ from nemo.collections.tts.losses.audio_codec_loss import TimeDomainLoss
 from nemo.collections.tts.losses.stftlosses import MultiResolutionSTFTLoss
 
 from nest_ext.losses.pit_sisdr import si_sdr_valid
+from nest_ext.metrics.spectral_distance import stft_distance
 from nest_ext.modules.restoration.discriminators import discriminate, named_discriminators
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
@@ -115,8 +119,7 @@ class RestorationGANModel(MonoAudioTypes, AudioToAudioModel):
     # ------------------------------------------------------------------ losses
     def _multi_stft(self, real: torch.Tensor, fake: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         """Mean over resolutions of spectral convergence + log-magnitude L1 (Parallel WaveGAN's definition)."""
-        sc, mag = self.multi_stft_loss(x=fake.float(), y=real.float(), input_lengths=length)
-        return (torch.stack(sc) + torch.stack(mag)).mean()
+        return stft_distance(self.multi_stft_loss, fake, real, length)
 
     def _reconstruction(self, real, fake, length):
         l1 = self.l1_loss(audio_real=real, audio_gen=fake, audio_len=length)
@@ -301,6 +304,61 @@ class RestorationGANModel(MonoAudioTypes, AudioToAudioModel):
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
         return super().on_train_epoch_start()
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def restore(self, audio, chunk_seconds: Optional[float] = None, overlap_seconds: Optional[float] = None):
+        """Restore one utterance ``[T]`` (or a batch ``[B, T]``) at the model's rate -> ``[T]`` (``[B, T]``), on CPU.
+
+        ``chunk_seconds`` (or ``model.inference_chunk_seconds``) bounds memory on long inputs: windows overlapping
+        by ``overlap_seconds`` (default a quarter window, at most 1 s) restored one by one and cross-faded -- the
+        chunking of the separation model (:func:`~nest_ext.modules.mossformer2.chunked.separate_chunked`, one
+        output). Inputs no longer than one window are restored in one pass.
+        """
+        from nest_ext.modules.mossformer2.chunked import separate_chunked
+
+        audio = torch.as_tensor(audio, dtype=torch.float32)
+        single = audio.dim() == 1
+        batch = audio.unsqueeze(0) if single else audio
+        mode = self.training
+        self.eval()
+        try:
+            batch = batch.to(next(self.parameters()).device)
+            chunk_seconds = chunk_seconds or self._cfg.get("inference_chunk_seconds", None)
+            if chunk_seconds:
+                overlap = min(1.0, chunk_seconds / 4) if overlap_seconds is None else overlap_seconds
+                out = separate_chunked(lambda x: self.forward(input_signal=x)[0], batch, chunk_seconds=chunk_seconds,
+                                       overlap_seconds=overlap, sample_rate=self.sample_rate)
+            else:
+                out = self.forward(input_signal=batch)[0]
+        finally:
+            self.train(mode)
+        out = out[:, 0].cpu()
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def process(self, paths2audio_files: List[str], output_dir: str, batch_size: int = 1,
+                num_workers: Optional[int] = None, input_channel_selector: Optional[int] = None,
+                input_dir: Optional[str] = None, chunk_seconds: Optional[float] = None) -> List[str]:
+        """Restore files: ``<output_dir>/<stem>_restored.wav`` (32-bit float WAV at the model's rate, written
+        atomically); returns the written paths. NeMo's ``process`` signature; files go one at a time
+        (``batch_size``/``num_workers`` are accepted and unused). Inputs of any rate are resampled to the model's
+        (:func:`~nest_ext.data.audio_io.load_audio`); a multi-channel file needs ``input_channel_selector``.
+
+        Raises:
+            BadAudioError: an input is missing, unreadable or empty (a ``ValueError`` too).
+            ValueError: a multi-channel input without a channel.
+        """
+        from nest_ext.data.audio_io import load_audio, write_audio
+
+        written = []
+        for path in paths2audio_files:
+            audio = load_audio(path, self.sample_rate, channel=input_channel_selector)
+            restored = self.restore(audio, chunk_seconds=chunk_seconds).numpy()
+            rel = os.path.relpath(path, input_dir) if input_dir is not None else os.path.basename(path)
+            out = os.path.join(output_dir, f"{os.path.splitext(rel)[0]}_restored.wav")
+            written.append(write_audio(out, restored, self.sample_rate))
+        return written
 
     @classmethod
     def list_available_models(cls):

@@ -81,12 +81,36 @@ def temp_path(path: PathLike, suffix: str = "", directory: bool = False) -> str:
 
 def publish(tmp: PathLike, path: PathLike) -> None:
     """fsync the complete file ``tmp``, give it a plain ``open()``'s mode and rename it over ``path``
-    (same filesystem), then fsync the folder entry."""
+    (same filesystem), then fsync the folder entry.
+
+    A temporary folder (``temp_path(..., directory=True)``, filled with files) is published whole: its files
+    fsynced, the folder given a plain ``mkdir``'s mode and renamed to ``path``; a folder already at ``path`` is
+    first renamed aside to a temporary name (which :func:`remove_temps` clears if a kill comes in between)."""
     tmp, path = os.fspath(tmp), os.fspath(path)
+    if os.path.isdir(tmp):
+        _publish_dir(tmp, path)
+        return
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.chmod(tmp, default_mode())
     os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def _publish_dir(tmp: str, path: str) -> None:
+    for folder, _, files in os.walk(tmp):
+        for name in files:
+            with open(os.path.join(folder, name), "rb+") as f:
+                os.fsync(f.fileno())
+        fsync_dir(folder)
+    os.chmod(tmp, default_mode() | ((default_mode() & 0o444) >> 2))  # r -> x: a folder's usual mode (0755)
+    if os.path.isdir(path) and not os.path.islink(path):
+        aside = temp_path(path, directory=True)
+        os.replace(path, aside)  # onto an empty folder: allowed
+        os.replace(tmp, path)
+        discard(aside)
+    else:
+        os.replace(tmp, path)
     fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 

@@ -37,7 +37,7 @@ from nest_ext.data.packing.inputs import (
     read_kaldi_text, read_nemo_manifest, read_wav_scp,
 )
 from nest_ext.data.packing.item import EncodedAudio, ShardItem
-from nest_ext.data.packing.pack import DEFAULT_SHARD_SIZE, TASKS, PackSummary, pack_shards
+from nest_ext.data.packing.pack import DEFAULT_SHARD_SIZE, TASKS, PackSummary, pack_shards, write_shards
 from nest_ext.data.packing.plan import assign_member_names, plan_shards, shuffle_utterances
 from nest_ext.data.packing.separation import SeparationUtterance, load_separation_item, read_separation_manifest
 from nest_ext.data.packing.writers import FORMATS, ShardWriter, add_tar_member, get_writer, register_writer
@@ -47,5 +47,5 @@ __all__ = [
     "ShardItem", "ShardWriter", "TASKS", "Utterance", "add_tar_member", "assign_member_names", "duration_problem",
     "get_writer", "load_separation_item", "load_utterance", "normalize_text", "pack_shards", "plan_shards",
     "read_inputs", "read_kaldi_segments", "read_kaldi_text", "read_nemo_manifest", "read_separation_manifest",
-    "read_wav_scp", "register_writer", "resample", "shuffle_utterances",
+    "read_wav_scp", "register_writer", "resample", "shuffle_utterances", "write_shards",
 ]

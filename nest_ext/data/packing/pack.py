@@ -1,6 +1,8 @@
 """``pack_shards``: read the input, plan the shards, load audio in worker processes, hand items to the format's
 :class:`~nest_ext.data.packing.writers.ShardWriter` in input order, publish markers, and write the merged index
-files once every shard is complete. Nothing here depends on the output format.
+files once every shard is complete. Nothing here depends on the output format. :func:`write_shards` is the
+part after planning, shared by every job that packs planned entries (utterances here, restoration pairs in
+:mod:`nest_ext.data.restoration_pairs`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import json
 import logging
 import os
 import time
-from typing import Dict, List, Optional, Type
+from typing import Callable, Dict, List, Optional, Tuple, Type
 
 from nest_ext.data.packing.audio import load_item
 from nest_ext.data.packing.inputs import DURATION_REASON, BadItem, PackingError, duration_problem, normalize_text, read_inputs
@@ -129,6 +131,9 @@ def pack_shards(
     """
     t0 = time.perf_counter()
     writer_cls = get_writer(format)
+    if writer_cls.task is not None:
+        raise PackingError(f"format {format!r} stores {writer_cls.task} examples, not utterances: its own tool "
+                           f"writes it (restoration: prepare_restoration_data)")
     if task not in TASKS:
         raise PackingError(f"task must be one of {TASKS} (got {task!r})")
     if (wav_scp is None) == (manifest is None):
@@ -185,13 +190,35 @@ def pack_shards(
     load_fn = load_separation_item if task == "separation" else load_item
     limits = (min_duration, max_duration)
     plans = [plan_hash(format, i, s, options) for i, s in enumerate(shards)]
+    summary = PackSummary(out_dir=os.path.abspath(out_dir), format=format, num_input=num_input,
+                          num_planned=len(utts), num_shards=len(shards), bad=list(bad))
+    return write_shards(summary, writer_cls, writer_kwargs, shards, plans, load_fn,
+                        (sample_rate, pipe_timeout, *limits), num_workers=num_workers, shard_idx=shard_idx, shard_count=shard_count,
+                        skip_existing=skip_existing, strict=strict, progress=progress,
+                        progress_every_s=progress_every_s, t0=t0)
 
-    out_dir = os.path.abspath(out_dir)
+
+def write_shards(summary: PackSummary, writer_cls: Type[ShardWriter], writer_kwargs: Dict, shards: List[List],
+                 plans: List[str], load_fn: Callable, load_args: Tuple = (), *, num_workers: int = 1,
+                 shard_idx: int = 0, shard_count: int = 1, skip_existing: bool = False, strict: bool = False,
+                 progress: bool = True, progress_every_s: float = 30.0, unit: str = "utt",
+                 t0: Optional[float] = None) -> PackSummary:
+    """The driver behind :func:`pack_shards`, for any planned job: write this process's shards of ``shards``
+    (lists of planned entries; ``plans[i]`` is shard ``i``'s :func:`~nest_ext.data.packing.plan.plan_hash`) into
+    ``summary.out_dir`` with ``writer_cls``, publish markers, and the merged index files once every shard is
+    complete; returns ``summary``, filled in.
+
+    ``load_fn((entry, *load_args))`` turns one planned entry into the :class:`ShardItem` to store or the
+    :class:`BadItem` saying why it is left out; it runs in ``num_workers`` processes (top-level, picklable) and
+    its results are written in plan order, so the bytes do not depend on the worker count or the split. The
+    restoration preparation (:mod:`nest_ext.data.restoration_pairs`) plans degraded/clean pairs and runs them
+    through here.
+    """
+    t0 = time.perf_counter() if t0 is None else t0
+    out_dir = summary.out_dir
     os.makedirs(os.path.join(out_dir, STATE_DIR), exist_ok=True)
     for d in sorted({os.path.dirname(p) for p in writer_cls.outputs(out_dir, 0)}):
         os.makedirs(d, exist_ok=True)
-    summary = PackSummary(out_dir=out_dir, format=format, num_input=num_input, num_planned=len(utts),
-                          num_shards=len(shards), bad=list(bad))
     mine = [i for i in range(len(shards)) if i % shard_count == shard_idx]
     todo = []
     for i in mine:
@@ -213,7 +240,7 @@ def pack_shards(
                 os.remove(p)
 
     total = sum(len(shards[i]) for i in todo)
-    bar = Progress(total, desc="packing", unit="utt", log_every_s=progress_every_s, enabled=progress, logger=logger)
+    bar = Progress(total, desc="packing", unit=unit, log_every_s=progress_every_s, enabled=progress, logger=logger)
 
     def on_item(nbytes):
         bar.update(1)
@@ -222,8 +249,8 @@ def pack_shards(
     try:
         if writer_cls.parallel_shards and num_workers > 1 and len(todo) > 1:
             # The writer does the heavy work, so here a worker writes whole shards.
-            jobs = ((out_dir, writer_cls, writer_kwargs, i, shards[i], plans[i], (sample_rate, pipe_timeout, *limits),
-                     strict, load_fn) for i in todo)
+            jobs = ((out_dir, writer_cls, writer_kwargs, i, shards[i], plans[i], load_fn, load_args, strict)
+                    for i in todo)
             try:
                 for i, n, marker in completed_map(_shard_job, jobs, num_workers):
                     bar.update(n)
@@ -234,7 +261,7 @@ def pack_shards(
             summary.shards_done.sort()
         else:
             # Workers decode in input order; this process writes, so any worker count gives the same bytes.
-            work = ((u, sample_rate, pipe_timeout, *limits) for i in todo for u in shards[i])
+            work = ((u, *load_args) for i in todo for u in shards[i])
             results = ordered_map(load_fn, work, num_workers)
             try:
                 for i in todo:
@@ -285,7 +312,7 @@ def _write_shard(out_dir: str, writer_cls: Type[ShardWriter], writer_kwargs: Dic
 
 
 def _shard_job(args):
-    out_dir, writer_cls, writer_kwargs, i, utts, plan, load_args, strict, load_fn = args
+    out_dir, writer_cls, writer_kwargs, i, utts, plan, load_fn, load_args, strict = args
     results = (load_fn((u, *load_args)) for u in utts)
     _write_shard(out_dir, writer_cls, writer_kwargs, i, len(utts), results, plan, strict)
     with open(marker_path(out_dir, i), encoding="utf-8") as f:

@@ -26,7 +26,8 @@ __all__ = ["MossFormer2MaskNet"]
 
 
 class MossFormer2MaskNet(nn.Module):
-    """``forward(features [B, N, L]) -> masks [B, num_spks, N, L]`` (non-negative).
+    """``forward(features [B, N, L]) -> masks [B, num_spks, N, L]`` (non-negative; any sign with
+    ``output_activation="none"``).
 
     Args:
         embedding_dim: ``N``, encoder filters.
@@ -37,6 +38,8 @@ class MossFormer2MaskNet(nn.Module):
         fsmn_inner_dim, fsmn_lorder: of the gated FSMN block (256, 20).
         kernel_size: depthwise convolution kernel in the feed-forward projections (17).
         dropout: dropout probability everywhere (0.1).
+        output_activation: ``"relu"`` (MossFormer2's masks) or ``"none"``: the last projection's output as it is,
+            for networks that map to features instead of masking them (the restoration generator).
     """
 
     def __init__(
@@ -52,8 +55,12 @@ class MossFormer2MaskNet(nn.Module):
         fsmn_lorder: int = 20,
         kernel_size: int = 17,
         dropout: float = 0.1,
+        output_activation: str = "relu",
     ):
         super().__init__()
+        if output_activation not in ("relu", "none"):
+            raise ValueError(f"output_activation must be 'relu' or 'none', got {output_activation!r}")
+        self.output_relu = output_activation == "relu"
         if num_layers < 1:
             raise ValueError(f"MossFormer2MaskNet needs at least one layer, got num_layers={num_layers}")
         self.num_spks = num_spks
@@ -98,5 +105,7 @@ class MossFormer2MaskNet(nn.Module):
         x = self.output_norm(x.transpose(1, 2)).transpose(1, 2) + skip
         x = self.speaker_proj(self.output_act(x)).unflatten(-1, (self.num_spks, -1))  # [B, L, S, D]
         x = torch.tanh(self.mask_value(x)) * torch.sigmoid(self.mask_gate(x))
-        masks = F.relu(self.mask_proj(x))  # [B, L, S, N]
+        masks = self.mask_proj(x)  # [B, L, S, N]
+        if self.output_relu:
+            masks = F.relu(masks)
         return masks.permute(0, 2, 3, 1)

@@ -46,7 +46,7 @@ import abc
 import io
 import os
 import tarfile
-from typing import ClassVar, Dict, List, Tuple, Type
+from typing import ClassVar, Dict, List, Optional, Tuple, Type
 
 from nest_ext.data.packing.inputs import PackingError
 from nest_ext.data.packing.item import ShardItem
@@ -80,13 +80,16 @@ class ShardWriter(abc.ABC):
     * ``index_files``: names in ``out_dir`` that :meth:`finalize` returns, in publish order; the last one
       appears only when the whole job is complete (readers may wait for it);
     * ``parallel_shards``: True when the writer itself does the heavy work (lhotse's ``SharWriter`` encodes
-      as it writes), so worker processes write whole shards instead of decoding for one writer process.
+      as it writes), so worker processes write whole shards instead of decoding for one writer process;
+    * ``task``: None for a format of utterances (``pack_shards``), else the kind of example it stores
+      (``"restoration"``: ``{"degraded", "clean"}`` pairs), written by that task's own tool.
     """
 
     name: ClassVar[str] = ""
     options: ClassVar[Tuple[str, ...]] = ()
     index_files: ClassVar[Tuple[str, ...]] = ()
     parallel_shards: ClassVar[bool] = False
+    task: ClassVar[Optional[str]] = None
 
     def __init__(self, out_dir: str, shard_id: int, **options):
         self.out_dir, self.shard_id = out_dir, shard_id

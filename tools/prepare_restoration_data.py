@@ -1,0 +1,7 @@
+#!/usr/bin/env python
+"""`python tools/prepare_restoration_data.py ...`: the same command as the installed console script; the code is
+nest_ext/cli/prepare_restoration_data.py."""
+from nest_ext.cli.prepare_restoration_data import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

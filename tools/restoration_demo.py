@@ -1,0 +1,7 @@
+#!/usr/bin/env python
+"""`python tools/restoration_demo.py ...`: the same command as the installed console script; the code is
+nest_ext/cli/restoration_demo.py."""
+from nest_ext.cli.restoration_demo import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())
