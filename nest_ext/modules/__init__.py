@@ -4,6 +4,7 @@ import importlib
 _EXPORTS = {
     "ConformerEncoder": "nest_ext.modules.conformer",
     "MossFormer2": "nest_ext.modules.mossformer2",
+    "RandomProjectionVectorQuantizer": "nest_ext.modules.random_projection_quantizer",
 }
 
 __all__ = list(_EXPORTS)

@@ -231,6 +231,7 @@ NEMO_TARGETS = {
     "nest_ext.modules.ConformerEncoder": "nemo.collections.asr.modules.ConformerEncoder",
     "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss",
     "nest_ext.losses.MLMLoss": "nemo.collections.asr.losses.MLMLoss",
+    "nest_ext.modules.RandomProjectionVectorQuantizer": "nemo.collections.asr.modules.RandomProjectionVectorQuantizer",
 }
 
 
