@@ -7,7 +7,9 @@ and, every ``every_n_steps`` steps, reports per codebook over that window of ste
 
 * ``coverage``: fraction of the ``num_classes`` codes used at least once;
 * ``entropy`` (bits) and ``perplexity`` (``2 ** entropy``, the number of equally used codes with that
-  entropy) of the code distribution;
+  entropy) of the code distribution. In nats (``entropy * ln 2``, printed too) it is the masked-token loss
+  of a model that predicts only how often each code occurs: a training loss that stays there means the
+  model has not learnt to use the context yet;
 * ``top_share``: share of frames taken by the most frequent code;
 * ``masked_share``: share of frames masked, i.e. frames the loss trains on (same for every codebook).
 
@@ -169,7 +171,8 @@ class CodebookHealthMonitor(Callback):
         if trainer is None or trainer.is_global_zero:
             _logger().info("codebook health at step %s: %s", step, "; ".join(
                 f"book {i}: coverage {s['coverage']:.3f}, perplexity {s['perplexity']:.1f}, entropy "
-                f"{s['entropy']:.2f} bits, top code {100 * s['top_share']:.1f}%, masked {100 * s['masked_share']:.1f}%"
+                f"{s['entropy']:.2f} bits ({s['entropy'] * math.log(2):.2f} nats), top code "
+                f"{100 * s['top_share']:.1f}%, masked {100 * s['masked_share']:.1f}%"
                 for i, s in enumerate(stats)))
         self._check(trainer, stats, step, num_classes=counts.shape[1])
         return stats
