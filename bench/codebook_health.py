@@ -16,13 +16,10 @@ mask of the masks) and :meth:`CodebookHealthMonitor.update` (one ``bincount``); 
 """
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quantizer import build_nest_small, make_batch, timed, train_step  # noqa: E402
+from quantizer import build_nest_small, make_batch, timed, train_step  # bench/ is the script's folder, on sys.path
 
 
 def main(argv=None):

@@ -21,12 +21,8 @@ import time
 
 import torch
 
-SIZES = {  # NeMo's NEST table (nest_fast-conformer.yaml header): d_model, heads, layers, kernel, xscaling/use_bias
-    "small": dict(d_model=176, n_heads=4, n_layers=16, conv_kernel_size=9),
-    "medium": dict(d_model=256, n_heads=4, n_layers=16, conv_kernel_size=9),
-    "large": dict(d_model=512, n_heads=8, n_layers=17, conv_kernel_size=9),
-    "xlarge": dict(d_model=1024, n_heads=8, n_layers=24, conv_kernel_size=9, xscaling=False, use_bias=False),
-}
+from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides
+
 
 
 def encoder_config(size, layers=None):
@@ -49,7 +45,7 @@ def encoder_config(size, layers=None):
         dropout_emb=0.0,
         dropout_att=0.1,
     )
-    cfg.update(SIZES[size])
+    cfg.update(encoder_overrides(size))
     if layers:
         cfg["n_layers"] = layers
     return cfg
@@ -145,7 +141,7 @@ def saved_bytes(enc, x, lengths):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--size", choices=sorted(NEST_SIZES), default="small")
     parser.add_argument("--layers", type=int, default=None, help="override the number of layers")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="longest utterance in the batch")

@@ -1,29 +1,34 @@
 """Benchmark: nest_ext MossFormer2 vs the official implementation (ClearerVoice-Studio), fp32 on CPU.
 
-The official model is imported at run time from a checkout given with ``--official-path`` (the
-ClearerVoice-Studio root, its ``train/speech_separation`` folder, or any folder holding
-``models/mossformer2/mossformer2.py``; it needs ``einops``, ``rotary-embedding-torch`` and ``torchinfo``).
-Without it the comparison is skipped with a message and only the RTF table of our model runs.
+With ``--official``, the official model is imported as ``models.mossformer2.mossformer2`` from a ClearerVoice-Studio
+checkout put on ``PYTHONPATH`` (its ``train/speech_separation`` folder, which holds ``models/``; it needs ``einops``,
+``rotary-embedding-torch`` and ``torchinfo``). Without it the comparison is skipped with a message and only the
+RTF table of our model runs.
 
 1. Both models are built with the same architecture; the official weights are copied into ours through
-   :mod:`nest_ext.parts.mossformer2_converter` and the eval-mode outputs are compared (must agree to 1e-4).
+   :mod:`nest_ext.modules.mossformer2.converter` and the eval-mode outputs are compared (must agree to 1e-4).
 2. Timings alternate official, ours, official, ours ... in one process, so machine load hits both alike;
    the minimum and median of each and the ratio ours / official (below 1.0: ours is faster) are printed:
    - inference: eval mode, ``torch.inference_mode()``;
-   - train step: train mode (dropout on), forward, a loss, backward, an Adam step.
+   - inference, prepared: the same after ``prepare_for_inference(model, "fp32")`` (what separate.py runs);
+   - inference, baseline: with ``--baseline-path``, the model of another nest_ext checkout (before/after);
+   - train step: train mode (dropout on), forward, a loss, backward, an Adam step (``--skip-train``: none).
 3. Peak memory of one inference and one train step, from torch.profiler's allocation events (CPU has
    no allocator peak counter): the peak of live tensor bytes allocated during the call.
 4. RTF (processing time / audio duration) of our model alone for a few input lengths.
 
 Usage::
 
-    python bench/mossformer2.py --official-path /tmp/clearervoice --quick    # under a minute
-    python bench/mossformer2.py --official-path /tmp/clearervoice --model s --seconds 2 --rounds 3 --threads 1
-    python bench/mossformer2.py --model full --rtf-seconds 1 4 10            # RTF table only
+    export PYTHONPATH=/tmp/clearervoice/train/speech_separation    # the official checkout's model code
+    python bench/mossformer2.py --official --quick                  # under a minute
+    python bench/mossformer2.py --official --model s --seconds 2 --rounds 3 --threads 1
+    python bench/mossformer2.py --model full --rtf-seconds 1 4 10   # RTF table only
+    python bench/mossformer2.py --official --skip-train --skip-memory --profile   # where the time goes
 """
 import argparse
 import importlib
-import os
+import importlib.machinery
+import importlib.util
 import statistics
 import sys
 import time
@@ -42,15 +47,9 @@ def architecture(name, num_spks):
     return dict(num_spks=num_spks, encoder_kernel_size=16, **MODELS[name])
 
 
-def import_official(path):
-    """The official ``MossFormer`` class from a checkout, or raise ImportError saying what is missing."""
-    candidates = [path, os.path.join(path, "train", "speech_separation")]
-    for root in candidates:
-        if os.path.isfile(os.path.join(root, "models", "mossformer2", "mossformer2.py")):
-            if root not in sys.path:
-                sys.path.insert(0, root)
-            return importlib.import_module("models.mossformer2.mossformer2").MossFormer
-    raise ImportError(f"no models/mossformer2/mossformer2.py under {candidates}")
+def import_official():
+    """The official ``MossFormer`` class (its checkout's ``train/speech_separation`` on PYTHONPATH), or ImportError."""
+    return importlib.import_module("models.mossformer2.mossformer2").MossFormer
 
 
 def build_official(official_cls, arch):
@@ -67,6 +66,30 @@ def build_ours(arch):
     from nest_ext.modules.mossformer2 import MossFormer2
 
     return MossFormer2(**arch)
+
+
+def import_baseline(path):
+    """``MossFormer2`` of another nest_ext checkout (e.g. an older commit: ``git archive COMMIT nest_ext``).
+
+    Imported with its own module objects, then the current package is re-imported, so both run side by side
+    in this process.
+    """
+    def forget():
+        for name in [n for n in sys.modules if n == "nest_ext" or n.startswith("nest_ext.")]:
+            del sys.modules[name]
+
+    forget()
+    # the package found in `path` only (sys.path untouched); its submodules resolve through its __path__
+    spec = importlib.machinery.PathFinder.find_spec("nest_ext", [str(path)])
+    if spec is None:
+        raise SystemExit(f"--baseline-path {path}: no nest_ext package there")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["nest_ext"] = package
+    try:
+        spec.loader.exec_module(package)
+        return importlib.import_module("nest_ext.modules.mossformer2").MossFormer2
+    finally:
+        forget()
 
 
 def run_model(model, mixture, is_official):
@@ -113,11 +136,18 @@ def timed(fn):
     return time.perf_counter() - start
 
 
+def timed_cpu(fn):
+    """(wall seconds, CPU seconds of this process): CPU time is the steadier figure on a shared machine."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def compare(args, arch, official_cls):
     torch.manual_seed(0)
     official = build_official(official_cls, arch)
     ours = build_ours(arch)
-    from nest_ext.parts.mossformer2_converter import official_to_ours
+    from nest_ext.modules.mossformer2.converter import official_to_ours
 
     ours.load_state_dict(official_to_ours(official.state_dict(), arch), strict=True)
     mixture = torch.randn(args.batch, int(args.seconds * args.sample_rate))
@@ -126,28 +156,79 @@ def compare(args, arch, official_cls):
     if diff > 1e-4:
         raise SystemExit(f"outputs differ by {diff:.2e} > 1e-4: the comparison would be meaningless")
 
+    try:
+        from nest_ext.modules.mossformer2.inference import prepare_for_inference
+
+        prepared = prepare_for_inference(ours, "fp32")  # what separate.py runs: projections fused once
+    except ImportError:  # an older checkout of nest_ext (before/after comparisons): no prepared variant
+        prepared = None
+    baseline = None
+    if args.baseline_path:
+        baseline = import_baseline(args.baseline_path)(**arch).eval()
+        baseline.load_state_dict(ours.state_dict())
     opt_off = torch.optim.Adam([p for p in official.parameters() if p.requires_grad], lr=1e-5)
     opt_ours = torch.optim.Adam([p for p in ours.parameters() if p.requires_grad], lr=1e-5)
+    # each job: the official run, then ours (one or more variants), alternating round by round
     jobs = {
-        "inference": (lambda: inference(official, mixture, True), lambda: inference(ours, mixture, False)),
-        "train step": (lambda: train_step(official, opt_off, mixture, True), lambda: train_step(ours, opt_ours, mixture, False)),
+        "inference": (lambda: inference(official, mixture, True), {
+            "inference": lambda: inference(ours, mixture, False),
+            **({"inference, prepared": lambda: inference(prepared, mixture, False)} if prepared is not None else {}),
+            **({"inference, baseline": lambda: inference(baseline, mixture, False)} if baseline is not None else {}),
+        }),
+        "train step": (lambda: train_step(official, opt_off, mixture, True), {
+            "train step": lambda: train_step(ours, opt_ours, mixture, False),
+        }),
     }
-    print(f"\n{'':12s} {'official min / median (s)':>28s} {'ours min / median (s)':>24s} {'ratio (min)':>12s} {'ratio (median)':>15s}")
-    for name, (run_official, run_ours) in jobs.items():
-        run_official(), run_ours()  # warm-up
-        t_off, t_ours = [], []
+    if args.skip_train:
+        del jobs["train step"]
+    print(f"\n{'':20s} {'official min / median (s)':>28s} {'ours min / median (s)':>24s} {'ratio (min)':>12s} "
+          f"{'ratio (median)':>15s} {'CPU-time ratio (median)':>24s}")
+    for name, (run_official, variants) in jobs.items():
+        run_official()  # warm-up
+        for run in variants.values():
+            run()
+        t_off, t_ours = [], {v: [] for v in variants}
         for _ in range(args.rounds):
-            t_off.append(timed(run_official))
-            t_ours.append(timed(run_ours))
-        mo, mu = min(t_off), min(t_ours)
-        do, du = statistics.median(t_off), statistics.median(t_ours)
-        print(f"{name:12s} {mo:13.3f} / {do:8.3f}      {mu:11.3f} / {du:8.3f}   {mu / mo:10.2f}   {du / do:13.2f}")
+            t_off.append(timed_cpu(run_official))
+            for v, run in variants.items():
+                t_ours[v].append(timed_cpu(run))
+        wall_off = [w for w, _ in t_off]
+        mo, do, co = min(wall_off), statistics.median(wall_off), statistics.median(c for _, c in t_off)
+        for v, times in t_ours.items():
+            wall = [w for w, _ in times]
+            mu, du, cu = min(wall), statistics.median(wall), statistics.median(c for _, c in times)
+            print(f"{v:20s} {mo:13.3f} / {do:8.3f}      {mu:11.3f} / {du:8.3f}   {mu / mo:10.2f}   {du / do:13.2f}   "
+                  f"{cu / co:22.2f}")
 
+    if args.profile:
+        ours = {name.replace("inference", "ours"): run for name, run in jobs["inference"][1].items()}
+        profile_ops(args, {"official": jobs["inference"][0], **ours})
     if not args.skip_memory:
         print("\npeak live tensor memory (torch.profiler allocation events, MiB):")
-        for name, (run_official, run_ours) in jobs.items():
+        for name, (run_official, variants) in jobs.items():
+            run_ours = variants[name]
             off, our = peak_live_bytes(run_official) / 2 ** 20, peak_live_bytes(run_ours) / 2 ** 20
             print(f"  {name:12s} official {off:8.1f}   ours {our:8.1f}   ratio {our / max(off, 1e-9):.2f}")
+
+
+def profile_ops(args, runs, top=12):
+    """torch.profiler's top operators (self CPU time) of one inference of each model, at each thread count."""
+    from torch.profiler import ProfilerActivity, profile
+
+    threads = torch.get_num_threads()
+    for n in sorted({1, threads}):
+        torch.set_num_threads(n)
+        for name, run in runs.items():
+            run()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
+            events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+            total = sum(e.self_cpu_time_total for e in events)
+            print(f"\nprofile: {name}, inference, {n} thread(s): {total / 1e6:.2f} s self CPU time in all")
+            for e in events[:top]:
+                print(f"  {e.key:34s} {e.self_cpu_time_total / 1e3:9.1f} ms {100 * e.self_cpu_time_total / total:5.1f}%  "
+                      f"{e.count:5d} calls")
+    torch.set_num_threads(threads)
 
 
 def rtf_table(args, arch):
@@ -165,7 +246,8 @@ def rtf_table(args, arch):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--official-path", default=None, help="ClearerVoice-Studio checkout (or its train/speech_separation)")
+    parser.add_argument("--official", action="store_true", help="compare with the official model (ClearerVoice-Studio's "
+                        "train/speech_separation on PYTHONPATH)")
     parser.add_argument("--model", choices=sorted(MODELS), default="s")
     parser.add_argument("--num-spks", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=2.0, help="input length (official training segments: 2 s)")
@@ -175,6 +257,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--rtf-seconds", type=float, nargs="*", default=[1.0, 4.0, 10.0])
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--baseline-path", default=None,
+                        help="folder holding another nest_ext (e.g. `git archive OLD nest_ext | tar -x -C DIR`): its model joins the inference timing")
+    parser.add_argument("--skip-train", action="store_true", help="inference only (no train-step timing)")
+    parser.add_argument("--profile", action="store_true", help="top operators of each model's inference (1 and N threads)")
     parser.add_argument("--quick", action="store_true", help="S widths with 2 layers, 1 s, 2 rounds (under a minute)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -185,14 +271,15 @@ def main(argv=None):
           f"{args.sample_rate} Hz, {args.threads} thread(s), torch {torch.__version__}, fp32 CPU")
 
     official_cls = None
-    if args.official_path is None:
-        print("official comparison skipped: no --official-path given")
+    if not args.official:
+        print("official comparison skipped: no --official given")
     else:
         try:
-            official_cls = import_official(args.official_path)
+            official_cls = import_official()
         except ImportError as err:
-            print(f"official comparison skipped: cannot import the official model from {args.official_path}: {err} "
-                  "(it needs einops, rotary-embedding-torch and torchinfo)")
+            print(f"official comparison skipped: cannot import models.mossformer2.mossformer2: {err} (put the "
+                  "checkout's train/speech_separation on PYTHONPATH; it needs einops, rotary-embedding-torch and "
+                  "torchinfo)")
     if official_cls is not None:
         compare(args, arch, official_cls)
     rtf_table(args, arch)

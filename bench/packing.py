@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
@@ -27,8 +26,7 @@ import time
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from nest_ext.data.shard_packing import pack_shards  # noqa: E402
+from nest_ext.data.packing import pack_shards
 
 
 def make_data(root, n, seconds, sr=16000):

@@ -27,7 +27,7 @@ def build_nest_small(size="nest_fast-conformer_small"):
     from omegaconf import open_dict
 
     from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
-    from nest_ext.parts.nemo_comparison import load_our_config
+    from nest_ext.cli.nemo_comparison import load_our_config
 
     cfg = load_our_config(size).model
     with open_dict(cfg):
@@ -38,7 +38,7 @@ def build_nest_small(size="nest_fast-conformer_small"):
 
 def make_batch(batch=8, min_s=2.0, max_s=6.0, sample_rate=16000):
     """Speech-like utterances of evenly spread durations, zero-padded: audio [B, T], lengths [B]."""
-    from nest_ext.parts.synth import speech_like
+    from nest_ext.cli.synth import speech_like
 
     clips = [speech_like(d, sample_rate, seed=i) for i, d in enumerate(np.linspace(min_s, max_s, batch))]
     audio = torch.zeros(batch, max(len(c) for c in clips))

@@ -11,10 +11,10 @@ Steps, every one through the user's tools:
    transcribed English for the labelled train / dev / test sets (``nest_ext.parts.espeak_corpus``);
 2. NEST pretraining on the unlabelled audio plus the labelled training audio (``train.py``, ``--nest-config``
    with the recipe's overrides below) for ``--pretrain-steps``;
-3. the tokenizer (``tools/build_tokenizer.py``) and two CTC fine-tunings (``train.py --config-name
+3. the tokenizer (``nest-build-tokenizer``) and two CTC fine-tunings (``train.py --config-name
    fastconformer_ctc_bpe_finetune``) on the labelled set: one from the NEST checkpoint, one from random
    initialisation, with the same steps, data, schedule and seed; dev WER is logged every ``--val-every`` steps;
-4. ``tools/evaluate_asr.py`` on the test set for both; WER/CER side by side, the configuration, the dev-WER
+4. ``nest-evaluate-asr`` on the test set for both; WER/CER side by side, the configuration, the dev-WER
    curves and the CPU time of each stage are printed and written to ``WORK_DIR/report.md`` and
    ``WORK_DIR/results.json``.
 
@@ -37,10 +37,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from nest_ext.parts.atomic_io import atomic_write
 
-from nest_ext.parts.atomic_io import atomic_write  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: train.py finds config/ beside it
 
 # CPU seconds per step (process time, 2 threads) of the recipe below on the project's 2-core machine, and the
 # share of the budget each stage gets; the rest goes to data synthesis, start-up and evaluation.
@@ -126,7 +125,7 @@ def _noise_manifest(d: Path, seed: int) -> Path:
     import soundfile as sf
 
     from nest_ext.parts.atomic_io import atomic_path
-    from nest_ext.parts.synth import noise_like
+    from nest_ext.parts.synthetic_noise import noise_like
 
     manifest = d / "noise.json"
     if not manifest.exists():
@@ -293,21 +292,20 @@ def read_curve(exp_dir: Path, tag: str = "val_wer") -> list:
 
 
 def tool(name: str, argv) -> float:
-    """Run ``tools/<name>.py``'s ``main(argv)`` in this process (one NeMo import for all); its CPU seconds."""
-    import importlib.util
+    """Run ``nest_ext.cli.<name>``'s ``main(argv)`` (the ``nest-<name>`` command) in this process (one NeMo import
+    for all); its CPU seconds."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(f"_tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(f"nest_ext.cli.{name}")
     before = time.process_time()
     code = module.main([str(a) for a in argv])
     if code:
-        raise SystemExit(f"tools/{name}.py {' '.join(map(str, argv))} failed ({code})")
+        raise SystemExit(f"nest-{name.replace('_', '-')} {' '.join(map(str, argv))} failed ({code})")
     return time.process_time() - before
 
 
 def evaluate(model: Path, manifest: str, out_dir: Path) -> tuple:
-    """``tools/evaluate_asr.py`` on one test manifest: (its summary, CPU seconds)."""
+    """``nest-evaluate-asr`` on one test manifest: (its summary, CPU seconds)."""
     cpu = tool("evaluate_asr", ["--model", model, "--manifest", manifest, "--out-dir", out_dir])
     return json.loads((out_dir / "summary.json").read_text())[0], cpu
 

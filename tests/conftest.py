@@ -39,15 +39,11 @@ def write_manifest(path, entries):
 
 
 def speech_like(duration, sample_rate=16000, seed=0):
-    """A harmonic signal with a moving pitch and amplitude envelope: cheap speech-like test audio."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(duration * sample_rate)) / sample_rate
-    f0 = rng.uniform(90, 220) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
-    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
-    sig = sum(np.sin(k * phase) / k for k in range(1, 8))
-    env = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-    sig = sig * env + 0.01 * rng.standard_normal(t.shape)
-    return (0.3 * sig / np.max(np.abs(sig))).astype(np.float32)
+    """The package's speech-like synthesis (:func:`nest_ext.cli.synth.speech_like`) at a fixed peak of 0.3, so the
+    sum of two stays far from clipping."""
+    from nest_ext.cli.synth import speech_like as synthesise
+
+    return synthesise(duration, sample_rate, seed=seed, peak=0.3)
 
 
 @pytest.fixture

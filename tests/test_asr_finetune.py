@@ -1,5 +1,7 @@
-"""From a NEST checkpoint to ASR: tokenizer, CTC fine-tuning through train.py, per-set WER."""
+"""From a NEST checkpoint to ASR: tokenizer, CTC fine-tuning through train.py, per-set WER (evaluate_asr)."""
 import json
+import logging
+import re
 import subprocess
 import sys
 
@@ -32,18 +34,120 @@ def _run(args, cwd):
 
 
 def test_build_tokenizer_errors_name_the_line(tmp_path):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import build_tokenizer
+    from nest_ext.cli import build_tokenizer
 
     bad = write_manifest(tmp_path / "bad.json", [{"audio_filepath": "a.wav", "text": "x"}, {"audio_filepath": "b"}])
     with pytest.raises(ValueError, match=r"bad.json:2: entry has no 'text'"):
         build_tokenizer.read_texts([bad])
 
 
+@pytest.fixture(scope="module")
+def tiny_ctc(tmp_path_factory):
+    """An untrained tiny FastConformer-CTC-BPE .nemo (our fine-tuning config, tiny encoder): random weights decode
+    to deterministic, non-empty text, which is all evaluate_asr's plumbing needs."""
+    from omegaconf import open_dict
+
+    from nemo.collections.asr.models import EncDecCTCModelBPE
+
+    from nest_ext.cli.build_tokenizer import build_tokenizer
+    from nest_ext.cli.nemo_comparison import load_our_config
+    from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+
+    allow_nest_ext_targets()  # the config's encoder is nest_ext.modules.ConformerEncoder
+
+    root = tmp_path_factory.mktemp("ctc")
+    texts = write_manifest(root / "texts.json", [{"audio_filepath": "x", "text": " ".join(WORDS[i:] + WORDS[:i])}
+                                                  for i in range(len(WORDS))])
+    tok = build_tokenizer([texts], root / "tokenizer", vocab_size=40)
+    cfg = load_our_config("fastconformer_ctc_bpe_finetune").model
+    with open_dict(cfg):
+        cfg.tokenizer.dir = str(tok)
+        cfg.train_ds = cfg.test_ds = None
+        cfg.validation_ds.manifest_filepath = None  # NeMo's transcribe reads validation_ds.use_start_end_token
+        for override in TINY_ENCODER:
+            key, value = override.split("=")
+            cfg.encoder[key.rsplit(".", 1)[1]] = int(value)
+    torch.manual_seed(0)
+    model = EncDecCTCModelBPE(cfg=cfg)
+    path = root / "tiny_ctc.nemo"
+    model.save_to(str(path))
+    return path
+
+
+def _wer_file(path):
+    lines = path.read_text().splitlines()
+    pattern = r"%(WER|CER) ([\d.]+|inf) \[ (\d+) / (\d+), (\d+) ins, (\d+) del, (\d+) sub \]"
+    parsed = {m.group(1): m for m in (re.fullmatch(pattern, line) for line in lines[:2])}
+    assert set(parsed) == {"WER", "CER"}, lines
+    return parsed, lines
+
+
+def test_evaluate_asr_honours_offset_and_duration(tiny_ctc, tmp_path, caplog):
+    """Segments of one long file (offset/duration) decode exactly as the same audio cut into files; the wer file
+    has Kaldi's S/D/I line, equal to NeMo's word_error_rate_detail of the text/ref files; progress is logged."""
+    from nemo.collections.asr.metrics.wer import word_error_rate_detail
+
+    from nest_ext.cli.evaluate_asr import main
+
+    parts = [speech_like(1.0, seed=s) for s in (11, 12)]
+    cut = [write_wav(tmp_path / f"part{k}.wav", a) for k, a in enumerate(parts)]
+    whole = write_wav(tmp_path / "whole.wav", np.concatenate(parts))
+    refs = ["alpha bravo charlie", "delta echo"]
+    files = write_manifest(tmp_path / "files.json", [{"audio_filepath": c, "duration": 1.0, "text": r, "utt_id": f"u{k}"}
+                                                     for k, (c, r) in enumerate(zip(cut, refs))])
+    # relative paths: resolved against the manifest's folder, as NeMo's datasets do
+    segments = write_manifest(tmp_path / "segments.json", [
+        {"audio_filepath": "whole.wav", "offset": float(k), "duration": 1.0, "text": r, "utt_id": f"u{k}"}
+        for k, r in enumerate(refs)])
+    full = write_manifest(tmp_path / "full.json", [{"audio_filepath": whole, "duration": 2.0, "text": refs[0]}])
+    out = tmp_path / "eval"
+    with caplog.at_level(logging.INFO, logger="nest_ext"):
+        assert main(["--model", str(tiny_ctc), "--manifest", files, segments, full, "--out-dir", str(out),
+                     "--device", "cpu", "--batch-size", "1", "--progress-every", "0"]) == 0
+    hyp = {name: (out / name / "text").read_text() for name in ("files", "segments", "full")}
+    assert hyp["files"] == hyp["segments"] and hyp["files"].strip() != "u0\nu1"  # same and not empty
+    assert hyp["full"].split(" ", 1)[1] != hyp["files"].splitlines()[0].split(" ", 1)[1]  # offsets did matter
+    summary = {s["set"]: s for s in json.loads((out / "summary.json").read_text())}
+    h = [line.split(" ", 1)[1] if " " in line else "" for line in hyp["files"].splitlines()]
+    wer, words, ins, dels, subs = word_error_rate_detail(h, refs)
+    parsed, lines = _wer_file(out / "files" / "wer")
+    m = parsed["WER"]
+    assert (int(m.group(4)), int(m.group(5)), int(m.group(6)), int(m.group(7))) == (
+        words, round(ins * words), round(dels * words), round(subs * words))
+    assert int(m.group(3)) == round(wer * words) and lines[2] == "%UTTERANCES 2"
+    s = summary["files"]
+    assert (s["words"], s["substitutions"], s["deletions"], s["insertions"]) == (
+        words, round(subs * words), round(dels * words), round(ins * words))
+    assert s["wer"] == pytest.approx(wer)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("transcribing segments")]
+    assert progress and all("ETA" in p and "utt/s" in p for p in progress), progress
+    assert progress[-1].startswith("transcribing segments: 2/2 utt (100%)")
+
+
+def test_evaluate_asr_normalisation_and_errors(tiny_ctc, tmp_path, capsys):
+    from nest_ext.cli.evaluate_asr import error_detail, main
+
+    assert error_detail(["a b x", ""], ["a b c d", "e"]) == {
+        "rate": 0.6, "ref_len": 5, "substitutions": 1, "deletions": 2, "insertions": 0}
+    assert error_detail(["a"], [""])["insertions"] == 1
+    audio = write_wav(tmp_path / "a.wav", speech_like(0.8, seed=3))
+    manifest = write_manifest(tmp_path / "t.json", [{"audio_filepath": audio, "text": "Hello, World!"}])
+    for normalize, ref in (("none", "Hello, World!"), ("case", "hello, world!"), ("punctuation", "Hello World"),
+                           ("all", "hello world")):
+        out = tmp_path / normalize
+        assert main(["--model", str(tiny_ctc), "--manifest", manifest, "--out-dir", str(out), "--device", "cpu",
+                     "--normalize", normalize, "--no-progress"]) == 0
+        assert (out / "t" / "ref").read_text() == f"a {ref}\n"
+    # a line without text: named before any decoding, exit 2
+    bad = write_manifest(tmp_path / "bad.json", [{"audio_filepath": audio, "text": "x"}, {"audio_filepath": audio}])
+    assert main(["--model", str(tiny_ctc), "--manifest", bad, "--out-dir", str(tmp_path / "b")]) == 2
+    assert "error: " in capsys.readouterr().err and not (tmp_path / "b").exists()
+
+
 @pytest.mark.slow
 def test_nest_checkpoint_to_ctc_finetune_and_wer(tmp_path):
     from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
-    from nest_ext.parts.nemo_comparison import load_our_config
+    from nest_ext.cli.nemo_comparison import load_our_config
     from omegaconf import open_dict
 
     train = write_manifest(tmp_path / "train.json", _corpus(tmp_path / "wav", 6, seed=1))
@@ -79,8 +183,11 @@ def test_nest_checkpoint_to_ctc_finetune_and_wer(tmp_path):
 
     nemos = sorted((tmp_path / "exp").rglob("*.nemo"))
     assert nemos, "fine-tuning left no .nemo"
-    from nemo.collections.asr.models import EncDecCTCModelBPE
+    from nemo.collections.asr.models import EncDecCTCModelBPE as NeMoCTC
+    from nest_ext.models import EncDecCTCModelBPE
 
+    # portable: NeMo's class restores it with NeMo's encoder, ours with ours
+    assert type(NeMoCTC.restore_from(str(nemos[-1]), map_location="cpu").encoder).__module__.startswith("nemo.")
     asr = EncDecCTCModelBPE.restore_from(str(nemos[-1]), map_location="cpu")
     assert type(asr.encoder).__module__.startswith("nest_ext."), type(asr.encoder)
     nest_params = dict(nest.encoder.named_parameters())

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import open_dict
@@ -16,7 +15,8 @@ from nest_ext.parts.codebook_health import (
     CodebookHealthMonitor, CodebookTargets, codebook_monitor_from_config, codebook_stats,
 )
 from nest_ext.parts.health import TrainingHealthError
-from nest_ext.parts.synth import noise_like, speech_like
+from nest_ext.cli.synth import speech_like
+from nest_ext.parts.synthetic_noise import noise_like
 from test_ssl_model import tiny_cfg
 
 TESTS = Path(__file__).resolve().parent

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT, shared_reference
 
-from nest_ext.parts import nemo_comparison as nc
+from nest_ext.cli import nemo_comparison as nc
 
 TOOL = [sys.executable, str(ROOT / "tools" / "compare_with_nemo.py")]
 
@@ -44,7 +44,7 @@ def test_our_configs_equal_nemo_originals():
 
 def test_param_counts_all_sizes_match_nemo_and_reference():
     expected = json.loads(shared_reference("nemo", "nest_param_counts.json").read_text())
-    report = nc.compare_param_counts()
+    report = nc.compare_param_counts(nemo_config_dir=shared_reference("nemo", "nest_fast-conformer.yaml").parent)
     assert report["ok"], json.dumps(report, indent=1)
     for row in report["rows"]:
         ref = expected[row["name"]]

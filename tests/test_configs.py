@@ -6,15 +6,8 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, shared_reference
+from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides
 
-# NeMo's size table (header of nest_fast-conformer.yaml): encoder keys, and optim.weight_decay
-SIZES = {
-    "small": dict(d_model=176, n_heads=4, n_layers=16, conv_kernel_size=9, xscaling=True, use_bias=True, wd=0.0),
-    "medium": dict(d_model=256, n_heads=4, n_layers=16, conv_kernel_size=9, xscaling=True, use_bias=True, wd=1e-3),
-    "large": dict(d_model=512, n_heads=8, n_layers=17, conv_kernel_size=9, xscaling=True, use_bias=True, wd=1e-3),
-    "xlarge": dict(d_model=1024, n_heads=8, n_layers=24, conv_kernel_size=9, xscaling=False, use_bias=False, wd=1e-3),
-    "xxlarge": dict(d_model=1024, n_heads=8, n_layers=42, conv_kernel_size=5, xscaling=False, use_bias=False, wd=1e-3),
-}
 # our _target_s that stand for NeMo's class of the same name
 MAPPED = {
     "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss",
@@ -82,17 +75,15 @@ def test_difference_finder_sees_a_changed_value():
 @pytest.mark.parametrize("size", ["small", "medium", "xlarge", "xxlarge"])
 def test_size_config_is_the_original_with_the_table_row(size):
     expected = copy.deepcopy(nemo_original("nest_fast-conformer"))
-    row = SIZES[size]
-    for key in ("d_model", "n_heads", "n_layers", "conv_kernel_size", "xscaling", "use_bias"):
-        expected.model.encoder[key] = row[key]
-    expected.model.optim.weight_decay = row["wd"]
+    expected.model.encoder.update(encoder_overrides(size))
+    expected.model.optim.weight_decay = NEST_SIZES[size]["weight_decay"]
     assert differences(compose(f"nest_fast-conformer_{size}"), expected) == {}
 
 
-@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("size", list(NEST_SIZES))
 def test_size_builds_nemos_parameter_count(size, monkeypatch):
     """Our model from our config has NeMo's instantiated count, total and per child (built on meta)."""
-    from nest_ext.parts.nemo_comparison import LargeTensorsOnMeta
+    from nest_ext.cli.nemo_comparison import LargeTensorsOnMeta
     from nest_ext.models import EncDecDenoiseMaskedTokenPredModel
 
     monkeypatch.delenv("USE_NEMO_CONFORMER", raising=False)

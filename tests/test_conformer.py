@@ -9,6 +9,7 @@ import torch
 
 nemo_modules = pytest.importorskip("nemo.collections.asr.modules")
 from nest_ext.modules import ConformerEncoder  # noqa: E402
+from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides  # noqa: E402
 
 BASE = dict(
     feat_in=20,
@@ -174,7 +175,7 @@ def test_streaming_cache_rejected_at_forward():
              cache_last_channel_len=torch.zeros(3, dtype=torch.int64))
 
 
-@pytest.mark.parametrize("size", ["small", "medium", "large", "xlarge", "xxlarge"])
+@pytest.mark.parametrize("size", list(NEST_SIZES))
 def test_parameter_count_equals_nemo_nest_sizes(size):
     """Built on the meta device (no memory), our encoder has NeMo's instantiated encoder count per NEST size."""
     import json
@@ -185,14 +186,8 @@ def test_parameter_count_equals_nemo_nest_sizes(size):
 
     expected = json.loads(shared_reference("nemo", "nest_param_counts.json").read_text())[size]["encoder"]
     cfg = OmegaConf.load(ROOT / "config" / "nest_fast-conformer.yaml").model.encoder
-    table = {  # NeMo's NEST size table: d_model, heads, layers, kernel, xscaling/use_bias
-        "small": (176, 4, 16, 9, True), "medium": (256, 4, 16, 9, True), "large": (512, 8, 17, 9, True),
-        "xlarge": (1024, 8, 24, 9, False), "xxlarge": (1024, 8, 42, 5, False),
-    }
-    d_model, heads, layers, kernel, flag = table[size]
     kwargs = {k: v for k, v in OmegaConf.to_container(cfg).items() if k != "_target_"}
-    kwargs.update(feat_in=80, d_model=d_model, n_heads=heads, n_layers=layers, conv_kernel_size=kernel,
-                  xscaling=flag, use_bias=flag)
+    kwargs.update(feat_in=80, **encoder_overrides(size))
     with torch.device("meta"):
         enc = ConformerEncoder(**kwargs)
     assert sum(p.numel() for p in enc.parameters()) == expected

@@ -1,6 +1,5 @@
 """tools/convert_mossformer2_checkpoint.py: the official tiny checkpoint -> .nemo -> tools/separate.py
 reproduces the official estimates; checkpoints that do not fit fail with the list of keys, writing nothing."""
-import importlib.util
 import os
 
 import numpy as np
@@ -8,14 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import ROOT, shared_reference
-
-
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import shared_reference
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +17,9 @@ def official():
 
 @pytest.fixture(scope="module")
 def convert():
-    return _tool("convert_mossformer2_checkpoint").main
+    from nest_ext.cli.convert_mossformer2_checkpoint import main
+
+    return main
 
 
 def test_official_checkpoint_converts_and_separates_to_its_estimates(official, convert, tmp_path, capsys):
@@ -39,7 +33,9 @@ def test_official_checkpoint_converts_and_separates_to_its_estimates(official, c
         inputs.append(str(tmp_path / f"mixture{i}.wav"))
         sf.write(inputs[-1], mixture.numpy(), 8000, subtype="FLOAT")
     out = tmp_path / "separated"
-    assert _tool("separate").main(["--model", str(nemo), "--output-dir", str(out)] + inputs) == 0
+    from nest_ext.cli.separate import main as separate
+
+    assert separate(["--model", str(nemo), "--output-dir", str(out)] + inputs) == 0
     for i in range(len(inputs)):
         for s in range(official["estimates"].shape[1]):
             audio, rate = sf.read(out / f"mixture{i}_s{s + 1}.wav", dtype="float32")

@@ -184,8 +184,6 @@ def test_nest_ddp_two_cpu_ranks(tmp_path):
 
 @pytest.mark.slow
 def test_mossformer2_ddp_two_cpu_ranks(tmp_path):
-    if not (ROOT / "config" / "mossformer2_tiny.yaml").exists():
-        pytest.skip("config/mossformer2_tiny.yaml (MossFormer2 model, helper H6) is not in this checkout")
     sr = 8000
     manifests = {}
     for split, count in (("train", 8), ("val", 4)):

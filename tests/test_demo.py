@@ -2,7 +2,6 @@
 
 The NEST half (tools/make_demo_data.py's corpus, `python train.py`) is covered by tests/test_train.py.
 """
-import importlib.util
 import json
 import math
 import os
@@ -15,21 +14,18 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def demo_tool():
-    return _load("make_demo_data", ROOT / "tools" / "make_demo_data.py")
+    from nest_ext.cli import make_demo_data
+
+    return make_demo_data
 
 
 @pytest.fixture(scope="module")
 def run_demo():
-    return _load("run_demo", ROOT / "tools" / "run_demo.py")
+    from nest_ext.cli import run_demo
+
+    return run_demo
 
 
 def _median_f0(x, sample_rate, fmin=40.0, fmax=500.0):

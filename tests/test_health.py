@@ -247,16 +247,10 @@ def test_trainer_callbacks_config_builds_the_monitor_through_nemo():
 
 def test_train_py_attaches_monitor_from_model_health():
     pytest.importorskip("nemo")
-    import importlib.util
-
     from omegaconf import OmegaConf
 
-    from conftest import ROOT
+    from nest_ext.cli import train
     from nest_ext.parts.atomic_checkpoint import UseAtomicCheckpointIO
-
-    spec = importlib.util.spec_from_file_location("train_for_health_test", ROOT / "train.py")
-    train = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train)
 
     def kinds(cfg):
         return [type(cb).__name__ for cb in train.build_callbacks(OmegaConf.create(cfg))]
@@ -267,6 +261,16 @@ def test_train_py_attaches_monitor_from_model_health():
         {"trainer": {}, "model": {"health": {"nan_patience": 4}}})) if isinstance(cb, TrainingHealthMonitor)]
     assert monitor.nan_patience == 4
     assert kinds({"trainer": {}, "model": {"health": {"enabled": False}}}) == ["UseAtomicCheckpointIO"]
-    listed = {"trainer": {"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthMonitor"}]}, "model": {}}
-    assert kinds(listed) == ["UseAtomicCheckpointIO"]  # the trainer.callbacks one is not doubled
+    # a monitor from trainer.callbacks (instantiated by NeMo, as train.py's trainer_kwargs does) is not doubled
+    from nemo.utils.trainer_utils import resolve_trainer_cfg
+
+    from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+
+    allow_nest_ext_targets(TrainingHealthMonitor)
+    listed = OmegaConf.create({"trainer": {"callbacks": [{"_target_": "nest_ext.parts.health.TrainingHealthMonitor",
+                                                          "nan_patience": 9}]}, "model": {}})
+    configured = resolve_trainer_cfg(listed.trainer)["callbacks"]
+    callbacks = train.build_callbacks(listed, configured)
+    assert [type(cb).__name__ for cb in callbacks] == ["TrainingHealthMonitor", "UseAtomicCheckpointIO"]
+    assert callbacks[0] is configured[0] and callbacks[0].nan_patience == 9
     assert isinstance(train.build_callbacks(OmegaConf.create(base))[0], UseAtomicCheckpointIO)

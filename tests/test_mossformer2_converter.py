@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nest_ext.modules.mossformer2 import MossFormer2
-from nest_ext.parts.mossformer2_converter import (
+from nest_ext.modules.mossformer2.converter import (
     MossFormer2CheckpointError,
     architecture_from_checkpoint,
     load_official_state_dict,

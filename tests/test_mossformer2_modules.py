@@ -14,6 +14,7 @@ from nest_ext.modules.mossformer2.conv_modules import (
     parallel_conv_feedforward,
     silu_conv_residual,
 )
+from nest_ext.modules.mossformer2.attention import GatedSingleHeadAttention
 from nest_ext.modules.mossformer2.fsmn import DenseDilatedLayer, DenseDilatedMemory
 from nest_ext.modules.mossformer2.norms import GlobalLayerNorm, ScaleNorm
 from nest_ext.modules.mossformer2.positional_encoding import ScaledSinusoidalEncoding
@@ -100,7 +101,7 @@ def test_training_mode_dropout_and_gradients():
 
 def test_depthwise_conv_equals_grouped_conv1d():
     x = torch.randn(2, 6, 50)
-    for kernel, dilation in ((17, 1), (39, 2), (3, 4)):
+    for kernel, dilation in ((17, 1), (39, 2), (3, 4), (5, 3)):
         w = torch.randn(6, 1, kernel)
         ref = F.conv1d(x, w, padding=dilation * (kernel - 1) // 2, dilation=dilation, groups=6)
         torch.testing.assert_close(depthwise_conv(x, w, dilation), ref, atol=1e-5, rtol=1e-5)
@@ -173,6 +174,43 @@ def test_parallel_conv_feedforward_equals_separate_branches(norm):
         torch.testing.assert_close(y, b(x), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError):
         parallel_conv_feedforward([ConvFeedForward(12, 4, "scale"), ConvFeedForward(12, 4, "layer")], x)
+
+
+def _attention_reference(att, x, rope):
+    """GatedSingleHeadAttention written plainly: every branch on its own, the last group zero-padded."""
+    batch, length, dim = x.shape
+    shifted = torch.cat((F.pad(x[..., : dim // 2], (0, 0, 1, -1)), x[..., dim // 2:]), dim=-1)
+    hidden, qk = att.to_hidden(shifted), att.to_qk(shifted)
+    quad_q, lin_q, quad_k, lin_k = rotate(att.offset_scale(qk), *rope, seq_dim=1).unbind(-2)
+    g = att.group_size
+    pad = (-length) % g
+    padded = [F.pad(t, (0, 0, 0, pad)).unflatten(1, (-1, g)) for t in (quad_q, quad_k, hidden)]
+    weights = F.relu(padded[0] @ padded[1].transpose(-1, -2) / g) ** 2
+    quad = (weights @ padded[2]).flatten(1, 2)[:, :length]
+    lin = lin_q @ (lin_k.transpose(-1, -2) @ hidden) / length
+    att_v, att_u = (quad + lin).chunk(2, dim=-1)
+    v, u = hidden.chunk(2, dim=-1)
+    return x + att.to_out((att_u * v) * torch.sigmoid(att_v * u))
+
+
+@pytest.mark.parametrize("length", [40, 48, 7])  # whole groups and a partial one, whole groups only, one partial group
+def test_attention_equals_plain_padded_reference(length):
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(8)
+    att = GatedSingleHeadAttention(12, rotary=rope, group_size=16, query_key_dim=16, expansion_factor=2, kernel_size=5,
+                                   dropout=0.0)
+    with torch.no_grad():
+        att.offset_scale.gamma.normal_()  # larger than the 0.02 init, so the attention weights matter
+    x = torch.randn(3, length, 12, requires_grad=True)
+    cs = rope.cos_sin(length)
+    out, ref = att(x, cs), _attention_reference(att, x, cs)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out)
+    params = [x] + [p for p in att.parameters() if p.requires_grad]
+    for a, b in zip(torch.autograd.grad(out, params, g), torch.autograd.grad(ref, params, g)):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with torch.inference_mode():  # the in-place inference path
+        torch.testing.assert_close(att(x.detach(), cs), ref.detach(), atol=1e-5, rtol=1e-5)
 
 
 def test_norms():

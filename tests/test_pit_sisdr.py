@@ -99,3 +99,24 @@ def test_si_sdr_valid_and_shape_errors():
         pit_si_sdr(est, target[:, :1])
     with pytest.raises(ValueError, match="non-positive"):
         pit_si_sdr(est, target, torch.tensor([300, 0]))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_bf16_inputs_are_scored_in_float32(autocast):
+    """bf16 estimates (as a model gives under bf16 autocast) are scored in float32: no 0.125 dB steps near 20 dB."""
+    gen = torch.Generator().manual_seed(7)
+    target = torch.randn(3, 2, 4000, generator=gen)
+    est = target + 0.1 * torch.randn(3, 2, 4000, generator=gen)  # about 20 dB
+    est16, target16 = est.bfloat16().requires_grad_(True), target.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        sdr, perm = pit_si_sdr(est16, target16)
+        loss = PermutationInvariantSISDRLoss()(estimate=est16, target=target16)
+        mixture_sdr = si_sdr_valid(est16, target16)
+    assert sdr.dtype == loss.dtype == mixture_sdr.dtype == torch.float32
+    for b in range(3):  # reference: float64 on the same (bf16-rounded) samples
+        ref, ref_perm = _brute_force(est16[b].detach().double().numpy(), target16[b].double().numpy(), True)
+        assert 19 < ref < 21 and perm[b].tolist() == ref_perm
+        assert sdr[b].item() == pytest.approx(ref, abs=1e-3)
+        assert mixture_sdr[b, 0].item() == pytest.approx(_si_sdr_np(est16[b, 0].detach().double(), target16[b, 0].double(), True), abs=1e-3)
+    loss.backward()
+    assert est16.grad.dtype == torch.bfloat16 and torch.isfinite(est16.grad.float()).all()

@@ -222,4 +222,25 @@ def test_dynamic_mixing_speakers_from_file_names_and_bad_sources(tmp_path, caplo
     anon = [write_wav(tmp_path / "anon" / f"rec{k}.wav", _noise(5000, k), SR) for k in range(3)]
     manifest2 = write_manifest(tmp_path / "anon.json", [{"input_filepath": anon[0], "target_filepath": anon[1:]}])
     with pytest.raises(ValueError, match="speaker_ids"):
-        SeparationDataset(manifest2, SR, dynamic_mixing=True)
+        SeparationDataset(manifest2, SR, dynamic_mixing=True, dynamic_mixing_speakers="ids")
+
+
+def test_dynamic_mixing_auto_speakers_fall_back_to_one_per_file(tmp_path, caplog):
+    """No speaker IDs and no known name pattern: with dynamic_mixing_speakers auto (the default) each source file
+    is its own speaker, with a warning that says how many mixtures and why; speaker_id_regex reads names."""
+    rows = []
+    for i in range(3):
+        srcs = [_noise(4000, 10 * i + k) for k in range(2)]
+        t = [write_wav(tmp_path / f"s{k + 1}" / f"take{i}_{'AB'[k]}{i}.wav", s, SR) for k, s in enumerate(srcs)]
+        rows.append({"input_filepath": write_wav(tmp_path / "mix" / f"take{i}_A{i}_B{i}.wav", sum(srcs), SR),
+                     "target_filepath": t})
+    manifest = write_manifest(tmp_path / "m.json", rows)
+    with caplog.at_level(logging.WARNING, logger="nest_ext.data.mixture_sources"):
+        ds = SeparationDataset(manifest, SR, dynamic_mixing=True)
+    assert len(ds.mixer.pool.speakers) == 6 and all(s.startswith("file:") for s in ds.mixer.pool.speakers)
+    assert "speaker IDs for 0 of 3 mixtures" in caplog.text and "its own speaker" in caplog.text
+    assert ds[0]["target_signal"].shape[0] == 2
+    ds = SeparationDataset(manifest, SR, dynamic_mixing=True, speaker_id_regex=r"take\d+_(\w)\d+_(\w)\d+")
+    assert ds.mixer.pool.speakers == ["A", "B"]
+    with pytest.raises(ValueError, match="needs a group"):
+        SeparationDataset(manifest, SR, dynamic_mixing=True, speaker_id_regex="take")

@@ -75,6 +75,25 @@ def test_state_dict_is_the_mossformer2_module(tiny):
     torch.testing.assert_close(tiny(input_signal=x)[0], reference(x))
 
 
+def test_model_and_module_share_one_composition(tiny, monkeypatch):
+    """Both run EncoderMaskerDecoder.encode_mask_decode: a hook overridden on the model changes its forward, and a
+    too-short input fails with the composition's message, for the model and the bare module alike."""
+    from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
+    from nest_ext.modules.mossformer2 import MossFormer2
+
+    assert isinstance(tiny, EncoderMaskerDecoder) and issubclass(MossFormer2, EncoderMaskerDecoder)
+    x = torch.randn(2, 1001)
+    monkeypatch.setattr(tiny, "postprocess", lambda estimates, mixture: estimates + mixture.unsqueeze(1))
+    residual, _ = tiny(input_signal=x)
+    monkeypatch.undo()
+    plain, _ = tiny(input_signal=x)
+    torch.testing.assert_close(residual - plain, x.unsqueeze(1).expand(-1, 2, -1))
+    for run in (lambda t: tiny(input_signal=t), MossFormer2(num_spks=2, encoder_embedding_dim=8, mossformer_sequence_dim=8,
+                num_mossformer_layer=1, group_size=4, query_key_dim=8, fsmn_inner_dim=4)):
+        with pytest.raises(ValueError, match="too short: the model needs at least 24"):
+            run(torch.randn(1, 23))
+
+
 def test_train_loss_is_pit_sisdr_and_reaches_every_parameter(model_cls):
     from nest_ext.losses.pit_sisdr import pit_si_sdr
 

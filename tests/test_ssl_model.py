@@ -7,7 +7,8 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT, write_manifest, write_wav
-from nest_ext.parts.synth import noise_like, speech_like
+from nest_ext.cli.synth import speech_like
+from nest_ext.parts.synthetic_noise import noise_like
 
 NEMO_CONFORMER = "nemo.collections.asr.modules.ConformerEncoder"
 OUR_CONFORMER = "nest_ext.modules.ConformerEncoder"
@@ -125,8 +126,8 @@ def test_toggle_and_saved_target(monkeypatch, value, nemo):
     monkeypatch.setenv("USE_NEMO_CONFORMER", value)
     model = ours_class()(cfg=tiny_cfg(encoder_target=OUR_CONFORMER))
     assert type(model.encoder) is (NeMoConformer if nemo else OurConformer)
-    assert model.cfg.encoder._target_ == OUR_CONFORMER  # the saved config keeps the user's target
-    assert model.hparams["cfg"]["encoder"]["_target_"] == OUR_CONFORMER
+    assert model.cfg.encoder._target_ == NEMO_CONFORMER  # the saved config is portable: NeMo's class either way
+    assert model.hparams["cfg"]["encoder"]["_target_"] == NEMO_CONFORMER
 
 
 def test_nemo_round_trip_across_the_toggle(tmp_path, monkeypatch):
@@ -181,9 +182,11 @@ def test_encoder_choice_is_logged_and_leaves_other_encoders(monkeypatch):
     cfg = OmegaConf.create({"encoder": {"_target_": OUR_CONFORMER, "d_model": 8}})
     on = encoder_choice.apply_encoder_choice(cfg, env={"USE_NEMO_CONFORMER": "Yes"})
     assert on.encoder._target_ == NEMO_CONFORMER and cfg.encoder._target_ == OUR_CONFORMER
-    assert encoder_choice.apply_encoder_choice(cfg, env={}) is cfg
+    assert encoder_choice.apply_encoder_choice(cfg, env={}) == cfg
+    nemos = OmegaConf.create({"encoder": {"_target_": NEMO_CONFORMER}})  # a portable config: ours is built
+    assert encoder_choice.apply_encoder_choice(nemos, env={}).encoder._target_ == OUR_CONFORMER
     other = OmegaConf.create({"encoder": {"_target_": "nemo.collections.asr.modules.SqueezeformerEncoder"}})
-    assert encoder_choice.apply_encoder_choice(other, env={"USE_NEMO_CONFORMER": "1"}) is other
-    assert [w for _, w in said] == [False, False, True]
+    assert encoder_choice.apply_encoder_choice(other, env={"USE_NEMO_CONFORMER": "1"}) == other
+    assert [w for _, w in said] == [False, False, False, True]
     assert "USE_NEMO_CONFORMER is set" in said[0][0] and NEMO_CONFORMER in said[0][0]
-    assert "SqueezeformerEncoder" in said[2][0]
+    assert "SqueezeformerEncoder" in said[3][0]

@@ -1,5 +1,4 @@
 """train.py: trains from a temporary manifest and leaves a checkpoint and a .nemo; clear errors; demo data."""
-import importlib.util
 import json
 import os
 import re
@@ -11,23 +10,21 @@ import soundfile as sf
 from omegaconf import OmegaConf, open_dict
 
 from conftest import ROOT
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from nest_ext.cli import preflight
 
 
 @pytest.fixture(scope="module")
 def train_py():
-    return _load("nest_train", ROOT / "train.py")
+    from nest_ext.cli import train
+
+    return train
 
 
 @pytest.fixture(scope="module")
 def demo_tool():
-    return _load("make_demo_data", ROOT / "tools" / "make_demo_data.py")
+    from nest_ext.cli import make_demo_data
+
+    return make_demo_data
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +58,92 @@ def test_make_demo_data_is_complete_consistent_and_idempotent(tiny_corpus, demo_
 def test_missing_manifest_is_named_without_traceback(train_py):
     cfg = _compose()
     with pytest.raises(SystemExit, match=r"must be set: model\.train_ds\.manifest_filepath"):
-        train_py.main(cfg)
+        train_py.run(cfg)
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "config").glob("*.yaml") if "demo" not in p.stem))
+def test_every_training_config_stops_first_without_its_data(train_py, name):
+    """Each config (the demos excepted) needs its data named; the CTC one also its checkpoint and tokenizer."""
+    with pytest.raises(SystemExit) as stop:
+        preflight.check_required_values(_compose(name))
+    message = str(stop.value)
+    if name == "nest_fast-conformer-v2-xlarge":  # NeMo's file: data by manifest or lhotse input_cfg, both null
+        assert message.startswith("No training data: set model.train_ds.manifest_filepath")
+    elif not name.startswith(("nest", "mossformer2", "fastconformer")):  # other models' configs: their data key
+        assert message.startswith(("These config values must be set: ", "No training data: ")), message
+        assert "model.train_ds." in message
+    else:
+        assert "must be set: " in message and "model.train_ds.manifest_filepath" in message
+        assert "model.validation_ds.manifest_filepath" in message
+    if name == "fastconformer_ctc_bpe_finetune":  # ${nest_checkpoint} is referenced: reported once, not a traceback
+        assert "nest_checkpoint" in message and "model.tokenizer.dir" in message and message.count("nest_checkpoint") == 1
+
+
+def test_data_check_leaves_models_with_their_own_data_sections(train_py):
+    preflight.check_required_values(OmegaConf.create({"model": {"data": {"input_cfg": "x.yaml"}}}))
+    preflight.check_required_values(OmegaConf.create({"model": {"train_ds": {"data_path": "x.json"}}}))
+    preflight.check_required_values(OmegaConf.create({"model": {"train_ds": {"use_lhotse": True, "shar_path": "s"}}}))
+    with pytest.raises(SystemExit, match="No training data"):
+        preflight.check_required_values(OmegaConf.create({"model": {"train_ds": None}}))
+    # a required manifest is not needed when the data come as lhotse Shar shards: it becomes null
+    cfg = _compose("mossformer2_libri2mix", ["model.train_ds.use_lhotse=true", "model.train_ds.shar_path=shar",
+                                             "model.validation_ds.manifest_filepath=cv.json"])
+    preflight.check_required_values(cfg)
+    assert cfg.model.train_ds.manifest_filepath is None
+
+
+@pytest.mark.slow
+def test_separation_config_without_manifests_stops_before_creating_anything(tmp_path):
+    r = _run(["--config-name", "mossformer2_wsj0-2mix"], cwd=tmp_path)
+    assert r.returncode == 1
+    assert ("These config values must be set: model.train_ds.manifest_filepath, "
+            "model.validation_ds.manifest_filepath") in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and list(tmp_path.iterdir()) == []  # no nemo_experiments/
+
+
+def test_val_check_interval_beyond_an_epoch_stops_with_the_fix(train_py):
+    import lightning.pytorch as pl
+    import torch
+    from types import SimpleNamespace
+
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_size=2)  # 5 batches
+    trainer = pl.Trainer(accelerator="cpu", devices=1, val_check_interval=2500, logger=False)
+    with pytest.raises(SystemExit, match=r"val_check_interval=2500 .* the 5 training batches .* "
+                                         r"add trainer.val_check_interval=1.0"):
+        preflight.check_training_batches(trainer, loader)
+    preflight.check_training_batches(pl.Trainer(accelerator="cpu", devices=1, val_check_interval=5, logger=False),
+                                      loader)
+    preflight.check_training_batches(pl.Trainer(accelerator="cpu", devices=1, logger=False), loader)  # 1.0
+    # NeMo's choice of "validate every N steps across epochs": Lightning allows it, so do we
+    preflight.check_training_batches(pl.Trainer(accelerator="cpu", devices=1, val_check_interval=2500,
+                                                 check_val_every_n_epoch=None, logger=False), loader)
+    # counted as Lightning will: per device under DDP (padded shares), after limit_train_batches
+    fake = SimpleNamespace(world_size=4, limit_train_batches=1.0)
+    assert preflight.training_batches_per_device(fake, loader) == 2  # 10 items / 4 devices -> 3 each -> 2 batches
+    fake.limit_train_batches = 0.5
+    assert preflight.training_batches_per_device(SimpleNamespace(world_size=1, limit_train_batches=0.5), loader) == 2
+    assert preflight.training_batches_per_device(SimpleNamespace(world_size=1, limit_train_batches=3), loader) == 3
+    # an epoch without a batch (Lightning would silently train nothing)
+    short = torch.utils.data.DataLoader(list(range(6)), batch_size=8, drop_last=True)
+    with pytest.raises(SystemExit, match=r"no batch per epoch per device \(6 items, batch_size 8, drop_last=True\)"):
+        preflight.check_training_batches(trainer, short)
+
+
+@pytest.mark.slow
+def test_train_py_names_the_val_check_interval_fix_before_training(tmp_path, tiny_corpus):
+    r = _run([
+        f"model.train_ds.manifest_filepath={tiny_corpus / 'train_manifest.json'}",
+        f"model.validation_ds.manifest_filepath={tiny_corpus / 'val_manifest.json'}",
+        f"model.train_ds.noise_manifest={tiny_corpus / 'noise_manifest.json'}",
+        "trainer.accelerator=cpu", "model.train_ds.num_workers=0", "model.validation_ds.num_workers=0",
+        "model.encoder.d_model=32", "model.encoder.n_layers=1", "model.encoder.n_heads=2",
+        "model.encoder.subsampling_conv_channels=16", "model.num_classes=32", "model.train_ds.batch_size=2",
+        f"exp_manager.exp_dir={tmp_path / 'exp'}", "exp_manager.create_tensorboard_logger=false",
+    ], cwd=tmp_path)  # NeMo's NEST config: val_check_interval 2500; 6 utterances in batches of 2
+    assert r.returncode == 1
+    assert ("trainer.val_check_interval=2500 (steps) is more than the 3 training batches of an epoch per device: "
+            "add trainer.val_check_interval=1.0") in r.stderr
+    assert "Traceback" not in r.stderr and "Trained model" not in r.stdout and not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_model_class_comes_from_model_target(train_py):
@@ -81,7 +163,7 @@ def test_model_class_comes_from_model_target(train_py):
 def test_trainer_kwargs_on_cpu(train_py, monkeypatch):
     cfg = _compose(overrides=["trainer.accelerator=cpu"])
     assert cfg.trainer.devices == -1 and cfg.trainer.sync_batchnorm  # NeMo's GPU defaults
-    monkeypatch.setattr(train_py, "build_callbacks", lambda cfg: ["marker"])
+    monkeypatch.setattr(train_py, "build_callbacks", lambda cfg, configured=(): ["marker"])
     kwargs = train_py.trainer_kwargs(cfg)
     assert kwargs["devices"] == 1 and kwargs["sync_batchnorm"] is False and kwargs["callbacks"] == ["marker"]
 
@@ -135,7 +217,8 @@ def test_speech_like_has_syllables_pauses_and_formant_energy():
     """The demo corpus's synthesis: deterministic per seed, with pauses and voiced low-frequency energy."""
     import numpy as np
 
-    from nest_ext.parts.synth import noise_like, speech_like
+    from nest_ext.cli.synth import speech_like
+    from nest_ext.parts.synthetic_noise import noise_like
 
     x = speech_like(3.0, 16000, seed=5)
     assert np.array_equal(x, speech_like(3.0, 16000, seed=5)) and not np.array_equal(x, speech_like(3.0, 16000, 6))

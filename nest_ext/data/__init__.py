@@ -4,6 +4,9 @@ NEST: :class:`AudioNoiseDataset`, :class:`TarredAudioNoiseDataset`, :class:`Lhot
 :func:`get_audio_noise_dataset_from_config` (``nest_ext.data.ssl_dataset``) and :func:`load_noise_audio`,
 :func:`sample_noise` (``nest_ext.data.noise_sampling``).
 
+Separation: :class:`SeparationDataset` (manifests), :class:`TarredSeparationDataset`,
+:class:`LhotseSeparationDataset` and :func:`get_separation_dataloader`, which picks one from a config.
+
 Names are resolved lazily, so ``import nest_ext.data`` does not import NeMo.
 
 Example::
@@ -12,7 +15,7 @@ Example::
     >>> tuple(sample_noise([], 16000, 800)[0].shape)
     (800,)
 """
-import importlib
+from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "AudioNoiseBatch": "nest_ext.data.ssl_dataset",
@@ -25,18 +28,11 @@ _EXPORTS = {
     "load_noise_manifest": "nest_ext.data.ssl_dataset",
     "load_noise_audio": "nest_ext.data.noise_sampling",
     "sample_noise": "nest_ext.data.noise_sampling",
+    "SeparationDataset": "nest_ext.data.separation_dataset",
+    "TarredSeparationDataset": "nest_ext.data.tarred_separation_dataset",
+    "LhotseSeparationDataset": "nest_ext.data.lhotse_separation_dataset",
+    "get_separation_dataloader": "nest_ext.data.separation_data",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,7 +15,8 @@ and re-written here, with its numbers:
    peak among them is 0.9, which keeps the mixture from clipping and keeps mixture = sum(sources).
 
 Optional speed perturbation (SpeechBrain's SpeedPerturb uses 95/100/105 %): each source gets its own
-factor from ``speed_factors``, applied by polyphase resampling (scipy) before the cut.
+factor from ``speed_factors``, applied by resampling (:func:`nest_ext.data.audio_io.resample`, soxr) before
+the cut.
 
 Randomness comes only from the ``numpy.random.Generator`` passed to :meth:`DynamicMixer.mix`, so the
 dataset decides reproducibility (it seeds one generator per (seed, epoch, index)).
@@ -37,103 +38,26 @@ Example:
 from __future__ import annotations
 
 import math
-import os
-import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import soundfile as sf
+
+from nest_ext.data.audio_io import BadAudioError, read_audio_info, read_audio_segment, resample
+from nest_ext.data.speaker_ids import speaker_ids_from_filename  # noqa: F401  (its home before speaker_ids.py)
 
 __all__ = [
-    "BadAudioError",
     "DynamicMixer",
     "SourceUtterance",
+    "apply_crop",
+    "plan_crop",
     "SpeakerPool",
-    "read_audio_segment",
     "rescale_to_level_db",
     "sample_levels_db",
     "speaker_ids_from_filename",
     "speed_perturb",
 ]
-
-
-_LIBRI_UTT = re.compile(r"^(\d+)-\d+-\d+$")
-_WSJ_UTT = re.compile(r"^[0-9a-z]{8}$", re.IGNORECASE)
-
-
-def speaker_ids_from_filename(name: str, num_spks: Optional[int] = None) -> Optional[List[str]]:
-    """Speaker IDs encoded in a wsj0-mix / WHAM! or LibriMix mixture file name; ``None`` if not recognised.
-
-    >>> speaker_ids_from_filename("011a010b_0.6_20ao010t_-0.6.wav")
-    ['011', '20a']
-    >>> speaker_ids_from_filename("/x/Libri2Mix/mix_clean/103-1240-0003_1235-135887-0017.wav")
-    ['103', '1235']
-    >>> speaker_ids_from_filename("recording.wav") is None
-    True
-    """
-    stem = os.path.splitext(os.path.basename(name))[0]
-    parts = stem.split("_")
-    speakers: Optional[List[str]] = None
-    if parts and all(_LIBRI_UTT.match(p) for p in parts):
-        speakers = [_LIBRI_UTT.match(p).group(1) for p in parts]
-    elif len(parts) >= 2 and len(parts) % 2 == 0:
-        utts, gains = parts[0::2], parts[1::2]
-        try:
-            [float(g) for g in gains]
-        except ValueError:
-            utts = []
-        if utts and all(_WSJ_UTT.match(u) for u in utts):
-            speakers = [u[:3] for u in utts]  # wsj0 utterance IDs start with the 3-character speaker ID
-    if speakers is not None and num_spks is not None and len(speakers) != num_spks:
-        return None
-    return speakers
-
-
-
-class BadAudioError(Exception):
-    """An audio file that cannot be used: unreadable, wrong sample rate, wrong channel count. Names the path."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
-
-
-def audio_info(path: str) -> Tuple[int, int, int]:
-    """``(num_frames, sample_rate, channels)`` of a file; raises :class:`BadAudioError`."""
-    try:
-        info = sf.info(path)
-    except Exception as e:  # soundfile raises RuntimeError/LibsndfileError/FileNotFoundError
-        raise BadAudioError(path, f"cannot read ({type(e).__name__}: {e})") from None
-    return int(info.frames), int(info.samplerate), int(info.channels)
-
-
-def read_audio_segment(path: str, sample_rate: int, start: int = 0, frames: int = -1) -> np.ndarray:
-    """Read ``frames`` samples (all when -1) from ``start`` of a mono file as float32 ``[T]``.
-
-    Only the requested frames are read. Raises :class:`BadAudioError` when the file is unreadable,
-    has another sample rate than ``sample_rate``, more than one channel, or is shorter than asked.
-    """
-    try:
-        with sf.SoundFile(path) as f:
-            if f.samplerate != sample_rate:
-                raise BadAudioError(path, f"sample rate {f.samplerate} Hz, expected {sample_rate} Hz")
-            if f.channels != 1:
-                raise BadAudioError(path, f"{f.channels} channels, expected mono")
-            if start:
-                f.seek(start)
-            audio = f.read(frames=frames, dtype="float32", always_2d=False)
-    except BadAudioError:
-        raise
-    except Exception as e:
-        raise BadAudioError(path, f"cannot read ({type(e).__name__}: {e})") from None
-    if frames >= 0 and audio.shape[0] != frames:
-        raise BadAudioError(path, f"asked for {frames} frames from {start}, file gave {audio.shape[0]} (truncated?)")
-    if not np.all(np.isfinite(audio)):
-        raise BadAudioError(path, "contains NaN or Inf samples")
-    return audio
 
 
 def sample_levels_db(
@@ -158,42 +82,73 @@ def rescale_to_level_db(audio: np.ndarray, level_db: float, eps: float = 1e-14) 
 
 
 def speed_perturb(audio: np.ndarray, factor: float) -> np.ndarray:
-    """Play ``audio [T]`` ``factor`` times faster (pitch changes too): ``[≈ T / factor]`` via polyphase resampling."""
+    """Play ``audio [T]`` ``factor`` times faster (pitch changes too): ``[ceil(T / factor)]``, by resampling
+    from rate ``factor`` to rate 1 (as a rational p/q with q <= 100, so e.g. 1.05 is exactly 21/20)."""
     if factor == 1.0:
         return audio
-    from scipy.signal import resample_poly
+    ratio = Fraction(factor).limit_denominator(100)
+    return resample(audio, ratio.numerator, ratio.denominator)
 
-    ratio = Fraction(factor).limit_denominator(100)  # factor = p/q -> upsample q, downsample p
-    return resample_poly(audio, ratio.denominator, ratio.numerator).astype(np.float32)
+
+def plan_crop(total: int, segment_frames: Optional[int], speed_factors: Optional[Sequence[float]],
+              rng: np.random.Generator) -> Tuple[float, int, int, int]:
+    """Where to cut an example of ``total`` frames: ``(speed, start, frames to read, output length)``; the output
+    is at most ``segment_frames`` long (all of it when None) after a speed change drawn from ``speed_factors``.
+
+    >>> plan_crop(8000, 4000, None, np.random.default_rng(0))[2:]
+    (4000, 4000)
+    """
+    speed = float(rng.choice(speed_factors)) if speed_factors else 1.0
+    out_len = int(math.floor(total / speed))
+    if segment_frames is not None:
+        out_len = min(out_len, segment_frames)
+    need = min(total, int(math.ceil(out_len * speed)) + 1) if speed != 1.0 else out_len
+    start = int(rng.integers(0, total - need + 1))
+    return speed, start, need, out_len
+
+
+def apply_crop(audio: np.ndarray, speed: float, out_len: int) -> np.ndarray:
+    """The read frames ``audio`` sped up by ``speed`` and cut or zero-padded to ``out_len`` (rounding: a sample)."""
+    audio = speed_perturb(audio, speed)[:out_len]
+    if audio.shape[0] < out_len:
+        audio = np.pad(audio, (0, out_len - audio.shape[0]))
+    return audio
 
 
 @dataclass
 class SourceUtterance:
-    """One single-speaker source file and its speaker; ``num_frames`` is filled in lazily."""
+    """One single-speaker source and its speaker: a file (``path``), or audio held in memory (``audio`` [T],
+    e.g. decoded from a shard; ``path`` is then just its unique name). ``num_frames`` is filled in lazily."""
 
     path: str
     speaker: str
     num_frames: Optional[int] = None
+    audio: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
 
 
 @dataclass
 class SpeakerPool:
     """Source utterances grouped by speaker; speakers weighted by their number of utterances.
 
-    Duplicate paths are kept once. Sources known to be bad can be excluded with :meth:`exclude`.
+    Duplicate paths are kept once. Sources known to be bad can be excluded with :meth:`exclude`; a pool fed
+    from a stream grows with :meth:`add` and shrinks with :meth:`remove`.
     """
 
     utterances: Sequence[SourceUtterance]
     by_speaker: Dict[str, List[SourceUtterance]] = field(init=False)
 
     def __post_init__(self):
-        seen, self.by_speaker = set(), {}
+        self._paths, self.by_speaker = set(), {}
         for utt in self.utterances:
-            if utt.path in seen:
-                continue
-            seen.add(utt.path)
-            self.by_speaker.setdefault(utt.speaker, []).append(utt)
+            self._insert(utt)
         self._refresh()
+
+    def _insert(self, utt: SourceUtterance) -> bool:
+        if utt.path in self._paths:
+            return False
+        self._paths.add(utt.path)
+        self.by_speaker.setdefault(utt.speaker, []).append(utt)
+        return True
 
     def _refresh(self):
         # sorted: the draw must not depend on manifest order hashing or dict history
@@ -201,10 +156,28 @@ class SpeakerPool:
         counts = np.asarray([len(self.by_speaker[s]) for s in self.speakers], dtype=np.float64)
         self.weights = counts / counts.sum() if len(counts) else counts
 
+    def add(self, utt: SourceUtterance) -> None:
+        """Add one source (ignored when its path is already in the pool)."""
+        if self._insert(utt):
+            self._refresh()
+
+    def remove(self, utt: SourceUtterance) -> None:
+        """Take one source (drawn earlier) out of the pool."""
+        utts = self.by_speaker.get(utt.speaker, [])
+        for i, u in enumerate(utts):
+            if u.path == utt.path:
+                del utts[i]
+                self._paths.discard(utt.path)
+                if not utts:
+                    del self.by_speaker[utt.speaker]
+                self._refresh()
+                return
+
     def exclude(self, path: str) -> None:
         """Drop a source (e.g. unreadable) from the pool."""
         for spk, utts in self.by_speaker.items():
             self.by_speaker[spk] = [u for u in utts if u.path != path]
+        self._paths.discard(path)
         self._refresh()
 
     @property
@@ -223,10 +196,13 @@ class DynamicMixer:
         speed_factors: candidate speed factors per source (e.g. ``(0.95, 1.0, 1.05)``); ``None`` = off.
         level_params: overrides for :func:`sample_levels_db` keyword arguments.
         peak: the largest absolute sample of mixture and sources after renormalisation.
-        reader: ``(path, sample_rate, start, frames) -> [T]``, soundfile by default.
+        reader: ``(path, sample_rate, start, frames) -> [T]``, soundfile by default (in-memory sources are
+            sliced instead).
+        check_speakers: fail at once when the pool has fewer than ``num_spks`` speakers (off for a pool that a
+            stream fills later).
 
     ``mix(rng)`` returns ``mixture [T]`` float32, ``sources [num_spks, T]`` float32 and an info dict
-    (``paths``, ``speakers``, ``levels_db``, ``speeds``, ``offsets``).
+    (``paths``, ``speakers``, ``levels_db``, ``speeds``, ``offsets``, and the drawn ``utterances``).
     """
 
     def __init__(
@@ -239,8 +215,9 @@ class DynamicMixer:
         level_params: Optional[dict] = None,
         peak: float = 0.9,
         reader: Callable[..., np.ndarray] = read_audio_segment,
+        check_speakers: bool = True,
     ):
-        if len(pool.speakers) < num_spks:
+        if check_speakers and len(pool.speakers) < num_spks:
             raise ValueError(
                 f"dynamic mixing needs at least {num_spks} distinct speakers, the source pool has "
                 f"{len(pool.speakers)} ({pool.num_utterances} utterances)"
@@ -255,12 +232,18 @@ class DynamicMixer:
         self.reader = reader
 
     def _num_frames(self, utt: SourceUtterance) -> int:
+        if utt.num_frames is None and utt.audio is not None:
+            utt.num_frames = int(utt.audio.shape[0])
         if utt.num_frames is None:
-            frames, rate, _ = audio_info(utt.path)
+            frames, rate, _ = read_audio_info(utt.path)
             if rate != self.sample_rate:
                 raise BadAudioError(utt.path, f"sample rate {rate} Hz, expected {self.sample_rate} Hz")
             utt.num_frames = frames
         return utt.num_frames
+
+    def exclude(self, path: str) -> None:
+        """Never draw this source again (e.g. it turned out unreadable)."""
+        self.pool.exclude(path)
 
     def mix(self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, dict]:
         spk_idx = rng.choice(len(self.pool.speakers), size=self.num_spks, replace=False, p=self.pool.weights)
@@ -280,7 +263,10 @@ class DynamicMixer:
             total = self._num_frames(utt)
             need = min(total, int(math.ceil(length * speed)) + 1) if speed != 1.0 else length
             start = int(rng.integers(0, total - need + 1))
-            audio = self.reader(utt.path, self.sample_rate, start, need)
+            if utt.audio is not None:
+                audio = np.asarray(utt.audio[start : start + need], dtype=np.float32)
+            else:
+                audio = self.reader(utt.path, self.sample_rate, start, need)
             audio = speed_perturb(audio, speed)[:length]
             if audio.shape[0] < length:  # resampling rounding: at most a sample or two
                 audio = np.pad(audio, (0, length - audio.shape[0]))
@@ -299,4 +285,5 @@ class DynamicMixer:
             "speeds": speeds,
             "offsets": offsets,
         }
+        info["utterances"] = utts
         return (mixture * scale).astype(np.float32), (stacked * scale).astype(np.float32), info

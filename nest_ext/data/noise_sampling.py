@@ -37,11 +37,11 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from nest_ext.parts.audio_checks import AudioInfo, BadAudioError, read_audio_info
+from nest_ext.data.audio_io import AudioInfo, BadAudioError, read_audio_info
 
 __all__ = [
     "SILENCE_ENERGY",
-    "audio_info",
+    "cached_audio_info",
     "clear_audio_info_cache",
     "is_silent",
     "load_noise_audio",
@@ -68,8 +68,9 @@ def _logging():
     return logging
 
 
-def audio_info(path: str) -> AudioInfo:
-    """Cached header of ``path``; raises ``BadAudioError`` if it is, or was found, unreadable."""
+def cached_audio_info(path: str) -> AudioInfo:
+    """:func:`~nest_ext.data.audio_io.read_audio_info` of ``path``, cached per process (noise files are read
+    again and again); raises ``BadAudioError`` if it is, or was found, unreadable."""
     cached = _INFO_CACHE.get(path)
     if cached is None:
         # Not cached on failure: a missing file may appear later (a network mount that comes back).
@@ -123,7 +124,7 @@ def _read_segment(path: str, sample_rate: int, offset: Optional[float], duration
     """
     from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
 
-    info = audio_info(path)
+    info = cached_audio_info(path)
     sr = info.samplerate
     start = int(offset * sr) if offset is not None and offset > 0 else 0
     if duration is not None and duration > 0:

@@ -12,8 +12,10 @@ can be chosen with ``input_key`` / ``target_key`` as in NeMo's ``AudioToTargetDa
 * ``input_filepath``: the mixture (mono). ``target_filepath``: one file per speaker, in order.
   Relative paths are relative to the manifest's folder (as in NeMo).
 * ``duration`` (seconds) is used for ``min_duration``/``max_duration`` filtering.
-* ``speaker_ids`` (optional) is needed by dynamic mixing; when absent it is derived from the
-  mixture's file name (wsj0-mix and LibriMix naming, :func:`speaker_ids_from_filename`).
+* ``speaker_ids`` (optional) is used by dynamic mixing; when absent it is derived from the
+  mixture's file name (wsj0-mix and LibriMix naming, :func:`speaker_ids_from_filename`, or the
+  ``speaker_id_regex`` key), and failing that each source file counts as its own speaker
+  (``dynamic_mixing_speakers: auto``, warned; ``ids`` leaves such sources out).
   ``tools/prepare_separation_data.py`` writes this format.
 
 Items and batches:
@@ -29,8 +31,12 @@ Config (``model.train_ds`` etc.) read by :func:`get_separation_dataset_from_conf
     ``speed_perturb`` (false; factors ``speed_factors``, default [0.95, 1.0, 1.05]), ``min_duration``,
     ``max_duration``, ``on_bad_audio`` (``skip`` | ``error``, default ``skip``), ``seed`` (0),
     ``input_key``, ``target_key``, ``dynamic_mixing_levels`` (overrides of
-    :func:`nest_ext.data.dynamic_mixing.sample_levels_db`). DataLoader keys (``batch_size``,
-    ``shuffle``, ``num_workers``, ``pin_memory``) are for the caller.
+    :func:`nest_ext.data.dynamic_mixing.sample_levels_db`), ``source_pool`` (mix from another corpus of
+    single-speaker utterances instead of the manifest's sources, :mod:`nest_ext.data.source_pool`),
+    ``source_pool_speaker_key``, ``speaker_id_regex``, ``dynamic_mixing_speakers`` (``auto`` | ``ids``),
+    ``dynamic_mixing_buffer`` (sharded pools). DataLoader keys (``batch_size``, ``shuffle``,
+    ``num_workers``, ``pin_memory``) are for the caller. Tarred and lhotse data:
+    :mod:`nest_ext.data.separation_data`.
 
 Randomness: every item draws from its own generator seeded with ``(seed, epoch, index)``; DDP ranks
 read different indices, so they see different crops/mixtures, and a run with the same seed
@@ -40,8 +46,10 @@ shared-memory tensor, so DataLoader worker processes (persistent or not) see it.
 epoch repeats epoch 0's crops and mixtures.
 
 Bad audio (unreadable, wrong rate, multi-channel, lengths of mixture and sources differ, missing):
-with ``on_bad_audio: skip`` it is logged once with the path and manifest line and another item is
-served in its place (missing files are dropped when the manifest is loaded); with ``error`` it raises.
+with ``on_bad_audio: skip`` it is logged once with the path and manifest line, counted in
+``dataset.bad_audio`` (a :class:`~nest_ext.data.bad_audio.BadAudioReport`) and another item is served
+in its place (missing files are dropped when the manifest is loaded); with ``error`` it raises
+:class:`~nest_ext.data.audio_io.BadAudioError`.
 
 Example:
     >>> import numpy as np, soundfile as sf, tempfile, os, json
@@ -61,26 +69,25 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
-from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from nest_ext.data.dynamic_mixing import (
-    BadAudioError,
-    DynamicMixer,
-    SourceUtterance,
-    SpeakerPool,
-    audio_info,
-    read_audio_segment,
-    speaker_ids_from_filename,
-    speed_perturb,
+from nest_ext.data.audio_io import BadAudioError, read_audio_info, read_audio_segment
+from nest_ext.data.bad_audio import BadAudioReport, get_on_bad_audio
+from nest_ext.data.dynamic_mixing import apply_crop, plan_crop
+from nest_ext.data.mixture_sources import build_mixer, draw_mixture, mixing_options_from_config
+from nest_ext.data.separation_manifest import (
+    DEFAULT_INPUT_KEY,
+    DEFAULT_TARGET_KEY,
+    SeparationExample,
+    load_separation_manifest,
+    manifest_list,
 )
+from nest_ext.data.speaker_ids import speaker_ids_from_filename
 
 __all__ = [
     "SeparationDataset",
@@ -94,106 +101,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_INPUT_KEY = "input_filepath"
-DEFAULT_TARGET_KEY = "target_filepath"
 DEFAULT_SPEED_FACTORS = (0.95, 1.0, 1.05)
-
-
-@dataclass
-class SeparationExample:
-    """One manifest line: mixture, its sources, where it came from."""
-
-    input_filepath: str
-    target_filepaths: List[str]
-    duration: Optional[float]
-    speaker_ids: Optional[List[str]]
-    manifest: str
-    line: int
-
-    @property
-    def where(self) -> str:
-        return f"{self.manifest}:{self.line}"
-
-
-def _resolve(path: str, manifest: str) -> str:
-    if os.path.isabs(path):
-        return path
-    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(manifest)), path))
-
-
-def _manifest_list(manifest_filepath: Union[str, Sequence[str]]) -> List[str]:
-    if isinstance(manifest_filepath, str):
-        return [p.strip() for p in manifest_filepath.split(",") if p.strip()]
-    return [str(p) for p in manifest_filepath]
-
-
-def load_separation_manifest(
-    manifest_filepath: Union[str, Sequence[str]],
-    num_spks: Optional[int] = None,
-    input_key: str = DEFAULT_INPUT_KEY,
-    target_key: str = DEFAULT_TARGET_KEY,
-    min_duration: Optional[float] = None,
-    max_duration: Optional[float] = None,
-    check_files: bool = True,
-    on_bad_audio: str = "skip",
-) -> Tuple[List[SeparationExample], List[str]]:
-    """Parse manifests into examples; returns ``(examples, problems)``.
-
-    Entries that are malformed, have another number of targets than ``num_spks`` or name missing
-    files become problems (``"manifest:line: reason"``) and are left out, or raise ``ValueError``
-    when ``on_bad_audio == "error"``. Entries outside ``[min_duration, max_duration]`` are dropped
-    silently (that is filtering, not a problem).
-    """
-    examples: List[SeparationExample] = []
-    problems: List[str] = []
-
-    def problem(msg: str):
-        if on_bad_audio == "error":
-            raise ValueError(msg)
-        problems.append(msg)
-
-    for manifest in _manifest_list(manifest_filepath):
-        if not os.path.isfile(manifest):
-            raise FileNotFoundError(f"manifest {manifest} does not exist")
-        with open(manifest, "r", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                where = f"{manifest}:{line_no}"
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError as e:
-                    problem(f"{where}: not valid JSON ({e})")
-                    continue
-                if input_key not in entry or target_key not in entry:
-                    problem(f"{where}: needs keys '{input_key}' and '{target_key}'")
-                    continue
-                targets = entry[target_key]
-                targets = [targets] if isinstance(targets, str) else list(targets)
-                if num_spks is not None and len(targets) != num_spks:
-                    problem(f"{where}: {len(targets)} target files, the config says num_spks={num_spks}")
-                    continue
-                duration = entry.get("duration")
-                if duration is not None:
-                    if min_duration is not None and duration < min_duration:
-                        continue
-                    if max_duration is not None and duration > max_duration:
-                        continue
-                mix = _resolve(entry[input_key], manifest)
-                targets = [_resolve(t, manifest) for t in targets]
-                if check_files:
-                    missing = [p for p in [mix] + targets if not os.path.isfile(p)]
-                    if missing:
-                        problem(f"{where}: missing file(s) {', '.join(missing)}")
-                        continue
-                speakers = entry.get("speaker_ids")
-                if speakers is not None and len(speakers) != len(targets):
-                    problem(f"{where}: {len(speakers)} speaker_ids for {len(targets)} targets")
-                    continue
-                examples.append(
-                    SeparationExample(mix, targets, duration, list(speakers) if speakers else None, manifest, line_no)
-                )
-    return examples, problems
 
 
 def collate_separation_batch(batch: Sequence[Mapping[str, Any]]) -> Dict[str, torch.Tensor]:
@@ -243,9 +151,17 @@ class SeparationDataset(torch.utils.data.Dataset):
         target_key: str = DEFAULT_TARGET_KEY,
         dynamic_mixing_levels: Optional[dict] = None,
         max_retries: int = 20,
+        source_pool: Optional[str] = None,
+        source_pool_speaker_key: Optional[str] = None,
+        speaker_id_regex: Optional[str] = None,
+        dynamic_mixing_speakers: str = "auto",
+        dynamic_mixing_buffer: Optional[int] = None,
+        global_rank: int = 0,
+        world_size: int = 1,
     ):
-        if on_bad_audio not in ("skip", "error"):
-            raise ValueError(f"on_bad_audio must be 'skip' or 'error', got {on_bad_audio!r}")
+        # Bad files (in the manifest, or found when loaded) are logged with file and manifest line and
+        # counted here; it applies the on_bad_audio policy (and checks its value).
+        self.bad_audio = BadAudioReport(on_bad_audio, name=", ".join(manifest_list(manifest_filepath)), logger=logger)
         self.sample_rate = int(sample_rate)
         self.num_spks = int(num_spks)
         self.segment_frames = None if segment_seconds is None else int(round(segment_seconds * self.sample_rate))
@@ -253,7 +169,6 @@ class SeparationDataset(torch.utils.data.Dataset):
             raise ValueError(f"segment_seconds must be positive, got {segment_seconds}")
         self.dynamic_mixing = bool(dynamic_mixing)
         self.speed_factors = tuple(float(s) for s in speed_factors) if speed_perturb else None
-        self.on_bad_audio = on_bad_audio
         self.seed = int(seed)
         self.max_retries = max_retries
         self.examples, problems = load_separation_manifest(
@@ -263,53 +178,35 @@ class SeparationDataset(torch.utils.data.Dataset):
             target_key=target_key,
             min_duration=min_duration,
             max_duration=max_duration,
-            on_bad_audio=on_bad_audio,
+            report=self.bad_audio,
         )
-        for msg in problems[:20]:
-            logger.warning("separation dataset: skipping %s", msg)
-        if len(problems) > 20:
-            logger.warning("separation dataset: ... and %d more manifest problems", len(problems) - 20)
         self.manifest_problems = problems
         if not self.examples:
-            raise ValueError(f"no usable entries in {manifest_filepath} ({len(problems)} problems)")
+            raise ValueError(f"no usable entries in {manifest_filepath} ({self.bad_audio.summary()})")
         # shared memory: worker processes read the epoch the main process sets
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._reported: set = set()  # per process: items already reported
-        self.mixer: Optional[DynamicMixer] = None
+        self._reported: set = set()  # per process: items (dynamic mixing: source files) already reported
+        self.mixer = None  # a DynamicMixer (files) or StreamingMixer (a sharded source pool)
         if self.dynamic_mixing:
-            self.mixer = DynamicMixer(
-                self._build_pool(),
-                num_spks=self.num_spks,
-                sample_rate=self.sample_rate,
-                segment_frames=self.segment_frames,
-                speed_factors=self.speed_factors,
-                level_params=dynamic_mixing_levels,
-            )
+            options = mixing_options_from_config(
+                {"dynamic_mixing_levels": dynamic_mixing_levels, "source_pool": source_pool,
+                 "source_pool_speaker_key": source_pool_speaker_key, "speaker_id_regex": speaker_id_regex,
+                 "dynamic_mixing_speakers": dynamic_mixing_speakers, "dynamic_mixing_buffer": dynamic_mixing_buffer},
+                self.num_spks, self.sample_rate, self.segment_frames, self.speed_factors, global_rank, world_size)
+            own = [(ex.target_filepaths, ex.speaker_ids, ex.input_filepath) for ex in self.examples]
+            self.mixer = build_mixer(options, own_sources=None if source_pool else own, report=self.bad_audio)
 
     # a module-level function (picklable for spawn-started DataLoader workers)
     collate_fn = staticmethod(collate_separation_batch)
 
-    def _build_pool(self) -> SpeakerPool:
-        utts, unknown = [], 0
-        for ex in self.examples:
-            speakers = ex.speaker_ids or speaker_ids_from_filename(ex.input_filepath, self.num_spks)
-            if speakers is None:
-                unknown += 1
-                continue
-            utts.extend(SourceUtterance(path, spk) for path, spk in zip(ex.target_filepaths, speakers))
-        if unknown:
-            logger.warning(
-                "dynamic mixing: %d of %d manifest entries have no speaker_ids and no wsj0/LibriMix file name; "
-                "their sources are not used",
-                unknown,
-                len(self.examples),
-            )
-        if not utts:
-            raise ValueError(
-                "dynamic mixing needs speaker IDs: add 'speaker_ids' to the manifest entries "
-                "(tools/prepare_separation_data.py writes them)"
-            )
-        return SpeakerPool(utts)
+    @property
+    def on_bad_audio(self) -> str:
+        """``'skip'`` or ``'error'``: the policy of :attr:`bad_audio` (settable)."""
+        return self.bad_audio.on_bad_audio
+
+    @on_bad_audio.setter
+    def on_bad_audio(self, value: str) -> None:
+        self.bad_audio.on_bad_audio = get_on_bad_audio({"on_bad_audio": value})
 
     # ---- epoch / randomness -------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -331,7 +228,7 @@ class SeparationDataset(torch.utils.data.Dataset):
         paths = [ex.input_filepath] + ex.target_filepaths
         lengths = []
         for p in paths:
-            frames, rate, channels = audio_info(p)
+            frames, rate, channels = read_audio_info(p)
             if rate != self.sample_rate:
                 raise BadAudioError(p, f"sample rate {rate} Hz, expected {self.sample_rate} Hz")
             if channels != 1:
@@ -340,27 +237,16 @@ class SeparationDataset(torch.utils.data.Dataset):
         if len(set(lengths)) != 1:
             detail = ", ".join(f"{os.path.basename(p)}={n}" for p, n in zip(paths, lengths))
             raise BadAudioError(ex.input_filepath, f"mixture and sources differ in length ({detail})")
-        total = lengths[0]
-        if total == 0:
+        if lengths[0] == 0:
             raise BadAudioError(ex.input_filepath, "empty audio")
-        speed = float(rng.choice(self.speed_factors)) if self.speed_factors else 1.0
-        out_len = int(math.floor(total / speed))
-        if self.segment_frames is not None:
-            out_len = min(out_len, self.segment_frames)
-        need = min(total, int(math.ceil(out_len * speed)) + 1) if speed != 1.0 else out_len
-        start = int(rng.integers(0, total - need + 1))
-        signals = []
-        for p in paths:
-            audio = speed_perturb(read_audio_segment(p, self.sample_rate, start, need), speed)[:out_len]
-            if audio.shape[0] < out_len:
-                audio = np.pad(audio, (0, out_len - audio.shape[0]))
-            signals.append(audio)
+        speed, start, need, out_len = plan_crop(lengths[0], self.segment_frames, self.speed_factors, rng)
+        signals = [apply_crop(read_audio_segment(p, self.sample_rate, start, need), speed, out_len) for p in paths]
         return signals[0], np.stack(signals[1:])
 
     def _load(self, index: int, attempt: int) -> Tuple[np.ndarray, np.ndarray]:
         rng = self._rng(index, attempt)
         if self.mixer is not None:
-            mixture, sources, _ = self.mixer.mix(rng)
+            mixture, sources, _ = draw_mixture(self.mixer, rng)
             return mixture, sources
         return self._load_static(self.examples[index], rng)
 
@@ -375,25 +261,22 @@ class SeparationDataset(torch.utils.data.Dataset):
                     "index": current,
                 }
             except BadAudioError as e:
-                where = self.examples[current].where
+                # dynamic mixing: the bad file is a source of the pool; it is dropped and a new mixture drawn.
+                # Otherwise the item is replaced by the next one not known to be bad.
+                key = e.path if self.mixer is not None else current
+                if key not in self._reported or self.on_bad_audio == "error":
+                    where = self._where_of_path(e.path) if self.mixer is not None else self.examples[current].where
+                    stage = "load (dynamic mixing source)" if self.mixer is not None else "load"
+                    self.bad_audio.add(e.path, e.reason, where, stage)  # raises under on_bad_audio='error'
+                    self._reported.add(key)
                 if self.mixer is not None:
-                    # dynamic mixing: the bad file is a source of the pool; drop it and draw again
-                    msg = f"bad source audio {e} (listed in {self._where_of_path(e.path)})"
+                    self.mixer.exclude(e.path)
                 else:
-                    msg = f"bad audio {e} (manifest line {where})"
-                if self.on_bad_audio == "error":
-                    raise RuntimeError(msg) from None
-                if self.mixer is not None:
-                    if e.path not in self._reported:
-                        logger.warning("separation dataset: skipping %s", msg)
-                        self._reported.add(e.path)
-                    self.mixer.pool.exclude(e.path)
-                else:
-                    if current not in self._reported:
-                        logger.warning("separation dataset: skipping %s", msg)
-                        self._reported.add(current)
                     current = self._replacement_index(current)
-        raise RuntimeError(f"separation dataset: {self.max_retries + 1} bad items in a row around index {index}")
+        raise RuntimeError(
+            f"separation dataset: {self.max_retries + 1} bad items in a row around index {index} "
+            f"({self.bad_audio.summary()})"
+        )
 
     def _replacement_index(self, index: int) -> int:
         n = len(self.examples)
@@ -411,15 +294,16 @@ class SeparationDataset(torch.utils.data.Dataset):
 
 
 def set_separation_epoch(dataloader_or_dataset: Any, epoch: int) -> bool:
-    """Call ``set_epoch`` on a separation dataset, directly or inside a DataLoader; returns whether it did."""
+    """Call ``set_epoch`` on a separation dataset (manifest or tarred), directly or inside a DataLoader; returns
+    whether it did (lhotse's stream has no epochs)."""
     ds = getattr(dataloader_or_dataset, "dataset", dataloader_or_dataset)
-    if isinstance(ds, SeparationDataset):
+    if callable(getattr(ds, "set_epoch", None)) and hasattr(ds, "num_spks"):
         ds.set_epoch(epoch)
         return True
     return False
 
 
-def _to_dict(config: Any) -> Dict[str, Any]:
+def config_dict(config: Any) -> Dict[str, Any]:
     if isinstance(config, Mapping) and not hasattr(config, "_metadata"):
         return dict(config)
     from omegaconf import OmegaConf
@@ -427,12 +311,13 @@ def _to_dict(config: Any) -> Dict[str, Any]:
     return OmegaConf.to_container(config, resolve=True)
 
 
-def get_separation_dataset_from_config(config: Any) -> SeparationDataset:
+def get_separation_dataset_from_config(config: Any, global_rank: int = 0, world_size: int = 1) -> SeparationDataset:
     """Build a :class:`SeparationDataset` from a ``train_ds``/``validation_ds``/``test_ds`` config (dict or DictConfig).
+    ``global_rank``/``world_size`` choose this rank's shards of a sharded ``source_pool``.
 
     The collate function is ``dataset.collate_fn`` (= :func:`collate_separation_batch`).
     """
-    cfg = _to_dict(config)
+    cfg = config_dict(config)
     for key in ("manifest_filepath", "sample_rate"):
         if cfg.get(key) is None:
             raise ValueError(f"separation dataset config needs '{key}'")
@@ -446,9 +331,16 @@ def get_separation_dataset_from_config(config: Any) -> SeparationDataset:
         speed_factors=cfg.get("speed_factors") or DEFAULT_SPEED_FACTORS,
         min_duration=cfg.get("min_duration"),
         max_duration=cfg.get("max_duration"),
-        on_bad_audio=cfg.get("on_bad_audio", "skip") or "skip",
+        on_bad_audio=get_on_bad_audio(cfg),
         seed=cfg.get("seed", 0) or 0,
         input_key=cfg.get("input_key") or DEFAULT_INPUT_KEY,
         target_key=cfg.get("target_key") or DEFAULT_TARGET_KEY,
         dynamic_mixing_levels=cfg.get("dynamic_mixing_levels"),
+        source_pool=cfg.get("source_pool"),
+        source_pool_speaker_key=cfg.get("source_pool_speaker_key"),
+        speaker_id_regex=cfg.get("speaker_id_regex"),
+        dynamic_mixing_speakers=cfg.get("dynamic_mixing_speakers") or "auto",
+        dynamic_mixing_buffer=cfg.get("dynamic_mixing_buffer"),
+        global_rank=global_rank,
+        world_size=world_size,
     )

@@ -1,5 +1,8 @@
 """NEST datasets: NeMo's ``ssl_dataset`` classes with our noise sampling and bad-audio handling.
 
+(Long file: it mirrors NeMo's ``nemo/collections/asr/data/ssl_dataset.py`` one to one -- its three datasets and
+its ``get_*`` factories, which the model calls by those names -- so the two read side by side.)
+
 Our classes subclass NeMo's (``nemo.collections.asr.data.ssl_dataset``), so items are NeMo's
 ``AudioNoiseItem`` and batches NeMo's ``AudioNoiseBatch``; collation and the config's ``batch_augmentor``
 (``MultiSpeakerNoiseAugmentation``) are NeMo's own code. What changes:
@@ -56,15 +59,9 @@ from nemo.collections.common.parts.preprocessing.manifest import get_full_path
 from nemo.core.classes import Serialization
 from nemo.utils import logging
 
+from nest_ext.data.audio_io import BadAudioError
+from nest_ext.data.bad_audio import BadAudioReport, ManifestLines, check_audio_files, check_audio_info, get_on_bad_audio
 from nest_ext.data.noise_sampling import prime_audio_info, sample_noise
-from nest_ext.parts.audio_checks import (
-    BadAudioError,
-    BadAudioReport,
-    ManifestLines,
-    check_audio_files,
-    check_audio_info,
-    get_on_bad_audio,
-)
 
 __all__ = [
     "AudioNoiseBatch",
@@ -155,13 +152,30 @@ def _paths_of(audio_file) -> List[str]:
 
 
 class _BadAudioMixin:
-    """Start-up check and load-time reporting shared by the manifest and tarred datasets."""
+    """Construction, start-up check and load-time reporting shared by the manifest and tarred datasets."""
 
-    def _init_bad_audio(self, manifest_filepath, on_bad_audio: str):
+    def _init_nest_dataset(
+        self, noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio,
+        check_audio_at_start, kwargs,
+    ):
+        """NeMo's constructor (``kwargs``: its dataset arguments) without its noise manifest, which it reads
+        unchecked; then our bad-audio report and the noise manifest, loaded and checked."""
+        super().__init__(
+            noise_manifest=None,
+            batch_augmentor=batch_augmentor,
+            min_audio_len_secs=min_audio_len_secs,
+            pad_audio_mode=pad_audio_mode,
+            **kwargs,
+        )
+        manifest = kwargs.get("manifest_filepath")
+        # Sharded manifests (_OP_/_CL_) are expanded per rank inside NeMo; without that list the line map
+        # falls back to the entry number.
+        self._lines = ManifestLines(None if kwargs.get("shard_manifests") else _split_paths(manifest))
+        self._manifest_files = self._lines.files or _split_paths(manifest)
         self.on_bad_audio = on_bad_audio
-        self._manifest_files = _split_paths(manifest_filepath)
-        self._lines = ManifestLines(self._manifest_files)
-        self.bad_audio = BadAudioReport(on_bad_audio, name=", ".join(self._manifest_files))
+        self.bad_audio = BadAudioReport(on_bad_audio, name=", ".join(self._lines.files))
+        self.noise_manifest = noise_manifest
+        self.noise_data = load_noise_manifest(noise_manifest, on_bad_audio, check_audio=check_audio_at_start)
 
     def _where(self, entry) -> str:
         return self._lines.where(getattr(entry, "id", None))
@@ -250,17 +264,10 @@ class AudioNoiseDataset(_BadAudioMixin, nemo_ssl.AudioNoiseDataset):
         check_audio_at_start: bool = True,
         **kwargs,
     ):
-        # NeMo's constructor reads the noise manifest without checks; we load (and check) it ourselves.
-        super().__init__(
-            noise_manifest=None,
-            batch_augmentor=batch_augmentor,
-            min_audio_len_secs=min_audio_len_secs,
-            pad_audio_mode=pad_audio_mode,
-            **kwargs,
+        self._init_nest_dataset(
+            noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio, check_audio_at_start,
+            kwargs,
         )
-        self._init_bad_audio(kwargs.get("manifest_filepath"), on_bad_audio)
-        self.noise_manifest = noise_manifest
-        self.noise_data = load_noise_manifest(noise_manifest, on_bad_audio, check_audio=check_audio_at_start)
         if check_audio_at_start:
             self._check_collection_at_start(kwargs.get("min_duration"))
         self._fail_if_empty()
@@ -303,21 +310,10 @@ class TarredAudioNoiseDataset(_BadAudioMixin, nemo_ssl.TarredAudioNoiseDataset):
         check_audio_at_start: bool = True,
         **kwargs,
     ):
-        super().__init__(
-            noise_manifest=None,
-            batch_augmentor=batch_augmentor,
-            min_audio_len_secs=min_audio_len_secs,
-            pad_audio_mode=pad_audio_mode,
-            **kwargs,
+        self._init_nest_dataset(
+            noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio, check_audio_at_start,
+            kwargs,
         )
-        # Sharded manifests (_OP_/_CL_) are expanded per rank inside NeMo; without that list the line map
-        # falls back to the entry number.
-        manifest = kwargs.get("manifest_filepath")
-        self._init_bad_audio(None if kwargs.get("shard_manifests") else manifest, on_bad_audio)
-        if not self._manifest_files:
-            self._manifest_files = _split_paths(manifest)
-        self.noise_manifest = noise_manifest
-        self.noise_data = load_noise_manifest(noise_manifest, on_bad_audio, check_audio=check_audio_at_start)
         self._fail_if_empty()
 
     def _build_sample(self, tup):

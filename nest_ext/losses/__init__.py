@@ -3,17 +3,13 @@ the permutation-invariant SI-SDR loss for separation.
 
 Imported lazily so ``import nest_ext.losses`` does not pull NeMo in until a loss is used.
 """
-import importlib
+from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "MLMLoss": "nest_ext.losses.mlm",
     "MultiMLMLoss": "nest_ext.losses.mlm",
     "PermutationInvariantSISDRLoss": "nest_ext.losses.pit_sisdr",
 }
-__all__ = list(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'nest_ext.losses' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -5,6 +5,10 @@ The metric and the permutation search are torchmetrics' (`scale_invariant_signal
 valid lengths (padding must not change the loss) and NeMo's typed `Loss` interface, so the loss is built
 from a config `_target_` like NeMo's own audio losses.
 
+`zero_mean` (default True, SI-SNR as the official MossFormer2 recipe trains) is a training option here; every
+reported SI-SDR uses these functions with `zero_mean=True` fixed (`nest_ext.metrics.si_sdr`, the project's one
+definition), so with the default loss `val_loss == -val_sisdr`.
+
 Example:
     >>> import torch
     >>> loss = PermutationInvariantSISDRLoss()
@@ -13,6 +17,7 @@ Example:
     >>> bool(loss(estimate=estimate, target=target, input_length=torch.tensor([800, 640])) < -30)
     True
 """
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -40,6 +45,22 @@ def _length_groups(input_length: Optional[torch.Tensor], batch: int, time: int, 
         yield torch.nonzero(lengths == length, as_tuple=True)[0], int(length)
 
 
+def _at_least_float32(fn):
+    """Run ``fn(estimate, target, ...)`` in at least float32 with autocast off.
+
+    Under bf16 autocast a model's estimates can be bfloat16; SI-SDR computed in bfloat16 moves in steps
+    of 0.125 dB near 20 dB (8-bit mantissa), too coarse for a loss or a metric.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(estimate: torch.Tensor, target: torch.Tensor, *args, **kwargs):
+        dtype = torch.promote_types(torch.promote_types(estimate.dtype, target.dtype), torch.float32)
+        with torch.autocast(estimate.device.type, enabled=False):
+            return fn(estimate.to(dtype), target.to(dtype), *args, **kwargs)
+
+    return wrapper
+
+
 def _aligned(estimate: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     if estimate.ndim != 3 or target.ndim != 3:
         raise ValueError(f"expected [B, S, T] tensors, got estimate {tuple(estimate.shape)}, target {tuple(target.shape)}")
@@ -51,6 +72,7 @@ def _aligned(estimate: torch.Tensor, target: torch.Tensor) -> Tuple[torch.Tensor
     return estimate[..., :time], target[..., :time]
 
 
+@_at_least_float32
 def pit_si_sdr(
     estimate: torch.Tensor,
     target: torch.Tensor,
@@ -64,6 +86,8 @@ def pit_si_sdr(
         target: [B, S, T] reference sources (T may differ from the estimate's; the shorter is used).
         input_length: [B] valid samples per utterance, or None for all.
         zero_mean: remove each signal's mean (over its valid samples) first, as in SI-SNR training.
+
+    Computed in float32 (or float64 for float64 inputs) with autocast off, whatever the inputs' dtype.
 
     Returns:
         (si_sdr [B] in dB, averaged over speakers for the best permutation;
@@ -94,6 +118,7 @@ def pit_si_sdr(
     return best, perm
 
 
+@_at_least_float32
 def si_sdr_valid(
     estimate: torch.Tensor,
     target: torch.Tensor,

@@ -1,16 +1,13 @@
 """nest_ext.models: NeMo models on nest_ext's parts. Names resolve lazily (no NeMo import at package import)."""
-import importlib
+from nest_ext.parts.lazy_exports import lazy_exports
 
 _EXPORTS = {
+    "EncDecCTCModelBPE": "nest_ext.models.ctc_models",
     "EncDecDenoiseMaskedTokenPredModel": "nest_ext.models.ssl_models",
     "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
-    "MossFormer2SeparationModel": "nest_ext.models.mossformer2_separation",
+    "NestSALM": "nest_ext.models.salm_nest",  # needs the llm extra
+    "RestorationGANModel": "nest_ext.models.restoration_gan",
 }
 
-__all__ = list(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'nest_ext.models' has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

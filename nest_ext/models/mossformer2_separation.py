@@ -8,7 +8,9 @@ the converter maps from the official checkpoints.
 
 Shapes: mixture `input_signal` [B, 1, T] or [B, T], `input_length` [B] -> estimates [B, S, T], length [B].
 Training minimises permutation-invariant negative SI-SDR (`nest_ext.losses.pit_sisdr`); validation and test
-log SI-SDR and SI-SDRi (improvement over the mixture), reduced across ranks.
+log SI-SDR and SI-SDRi (improvement over the mixture), reduced across ranks, by the project's one zero-mean
+SI-SDR definition (`nest_ext.metrics.si_sdr`, also what `evaluate_separation` reports; with the default
+zero-mean loss, `val_loss == -val_sisdr`).
 
 Example (tiny network, random weights):
     >>> from omegaconf import OmegaConf
@@ -30,15 +32,18 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.core.classes.common import PretrainedModelInfo
-from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
-from nemo.utils import logging
+from nemo.core.neural_types import NeuralType
 
+from nest_ext.data.audio_io import load_audio
+from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss
+from nest_ext.metrics.si_sdr import pit_si_sdr_scores
+from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
-from nest_ext.parts.dataloader_options import dataloader_kwargs
-from nest_ext.parts.nemo_targets import allow_nest_ext_targets
-from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss, pit_si_sdr, si_sdr_valid
+from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
+from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
+from nest_ext.parts.unset_data import without_unset_data
 
-__all__ = ["MossFormer2SeparationModel", "load_mono_audio"]
+__all__ = ["MossFormer2SeparationModel"]
 
 # Where the MossFormer2 blocks live; only `default_config` names them, configs may point elsewhere.
 _BLOCKS = "nest_ext.modules.mossformer2"
@@ -47,46 +52,9 @@ _BLOCKS = "nest_ext.modules.mossformer2"
 allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
 
 
-def load_mono_audio(path: str, sample_rate: int, channel: Optional[int] = None) -> np.ndarray:
-    """Read an audio file as float32 mono [T] at `sample_rate`.
-
-    Multi-channel files are refused unless `channel` picks one (separation of a downmix is rarely what a
-    user wants, so we do not average silently). Other sample rates are resampled with librosa (soxr).
-
-    Example:
-        >>> import tempfile, os
-        >>> p = os.path.join(tempfile.mkdtemp(), "x.wav"); sf.write(p, np.zeros((1600, 2), "float32"), 16000)
-        >>> load_mono_audio(p, 8000, channel=1).shape
-        (800,)
-    """
-    try:
-        audio, rate = sf.read(path, dtype="float32", always_2d=True)  # [T, C]
-    except Exception as err:  # soundfile raises several types; name the file in every case
-        raise ValueError(f"cannot read audio file {path}: {err}") from err
-    channels = audio.shape[1]
-    if channel is not None and not isinstance(channel, (int, np.integer)):
-        raise ValueError(f"channel must be a channel index, got {channel!r}")
-    if channel is None:
-        if channels != 1:
-            raise ValueError(
-                f"{path} has {channels} channels; MossFormer2 separates a single-channel mixture. "
-                f"Pick one with --channel N (0..{channels - 1})."
-            )
-        channel = 0
-    if not 0 <= channel < channels:
-        raise ValueError(f"{path} has {channels} channel(s); channel {channel} does not exist")
-    audio = np.ascontiguousarray(audio[:, channel])
-    if audio.size == 0:
-        raise ValueError(f"{path} contains no samples")
-    if rate != sample_rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate).astype(np.float32)
-    return audio
-
-
-class MossFormer2SeparationModel(AudioToAudioModel):
-    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder).
+class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
+    """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder, the
+    composition of `EncoderMaskerDecoder`, shared with the bare `MossFormer2` module).
 
     Config keys (under `model`): `sample_rate`, `num_spks`, `encoder`, `masker`, `decoder` (`_target_`
     configs), `loss` (default: `PermutationInvariantSISDRLoss`), `train_ds`/`validation_ds`/`test_ds`,
@@ -94,15 +62,18 @@ class MossFormer2SeparationModel(AudioToAudioModel):
     """
 
     def __init__(self, cfg: DictConfig, trainer: Trainer = None):
-        super().__init__(cfg=cfg, trainer=trainer)
+        if not isinstance(cfg, DictConfig):
+            cfg = OmegaConf.create(cfg)
+        # a recipe config's required manifests (???) mean no data here: train.py insists on them
+        super().__init__(cfg=without_unset_data(cfg), trainer=trainer)
         self.num_spks = int(self._cfg.num_spks)
         self.encoder = self.from_config_dict(self._cfg.encoder)
         self.masker = self.from_config_dict(self._cfg.masker)
         self.decoder = self.from_config_dict(self._cfg.decoder)
         if self.loss is None:
             self.loss = PermutationInvariantSISDRLoss()
-        # SI-SDR for the logged metrics uses the loss's convention, so val_loss == -val_sisdr
-        self._zero_mean = bool(getattr(self.loss, "zero_mean", True))
+        # NeMo has no MossFormer2: the saved config keeps our classes and says (`requires`) that it needs nest_ext
+        self.cfg = portable_config(self._cfg)
 
     # ------------------------------------------------------------------ config
     @staticmethod
@@ -149,17 +120,11 @@ class MossFormer2SeparationModel(AudioToAudioModel):
     @property
     def input_types(self) -> Dict[str, NeuralType]:
         # Documented, not enforced with @typecheck: forward also takes [B, T] mixtures.
-        return {
-            "input_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "input_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "input")
 
     @property
     def output_types(self) -> Dict[str, NeuralType]:
-        return {
-            "output_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=self.sample_rate)),
-            "output_length": NeuralType(tuple("B"), LengthsType(), optional=True),
-        }
+        return mono_audio_types(self.sample_rate, "output")
 
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Separate a batch of mixtures.
@@ -172,22 +137,11 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         Returns:
             (estimates [B, num_spks, T], length [B]).
         """
-        if input_signal.ndim == 3:
-            if input_signal.size(1) != 1:
-                raise ValueError(f"expected a single-channel mixture [B, 1, T], got {tuple(input_signal.shape)}")
-            input_signal = input_signal[:, 0]
-        elif input_signal.ndim != 2:
-            raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(input_signal.shape)}")
+        input_signal = as_mono_batch(input_signal)
         batch, time = input_signal.shape
         if input_length is None:
             input_length = torch.full((batch,), time, dtype=torch.long, device=input_signal.device)
-
-        encoded = self.encoder(input_signal)  # [B, N, L]
-        masks = self.masker(encoded)  # [B, S, N, L]
-        estimates = self.decoder(encoded.unsqueeze(1) * masks)  # [B, S, T']
-        # The transposed convolution gives T' != T in general: pad with zeros or crop, like the official model
-        estimates = self.match_batch_length(input=estimates, batch_length=time)
-        return estimates, input_length
+        return self.encode_mask_decode(input_signal), input_length
 
     # ------------------------------------------------------------------ training / evaluation
     def _check_targets(self, target_signal: torch.Tensor):
@@ -208,16 +162,15 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         estimates, _ = self.forward(input_signal=input_signal, input_length=input_length)
         loss = self.loss(estimate=estimates, target=target_signal, input_length=input_length)
 
-        si_sdr, _ = pit_si_sdr(estimates, target_signal, input_length, zero_mean=self._zero_mean)
-        mixture = input_signal[:, :1].expand(-1, self.num_spks, -1)
-        baseline = si_sdr_valid(mixture, target_signal, input_length, zero_mean=self._zero_mean).mean(dim=1)
+        # The project's one SI-SDR (zero-mean, nest_ext.metrics.si_sdr), as evaluate_separation reports it
+        scores = pit_si_sdr_scores(estimates, target_signal, mixture=input_signal[:, :1], input_length=input_length)
         batch_size = input_signal.size(0)
         # Epoch means weighted by utterances and averaged across ranks; the loss is logged here too (not by
         # NeMo's epoch-end hook, which does not sync test metrics) so loss and metrics are reduced alike.
         log_args = dict(on_step=False, on_epoch=True, sync_dist=True, batch_size=batch_size)
         self.log(f"{tag}_loss", loss, **log_args)
-        self.log(f"{tag}_sisdr", si_sdr.mean(), **log_args)
-        self.log(f"{tag}_sisdri", (si_sdr - baseline).mean(), **log_args)
+        self.log(f"{tag}_sisdr", scores.si_sdr.mean(), **log_args)
+        self.log(f"{tag}_sisdri", scores.improvement.mean(), **log_args)
         if self._trainer is not None:
             self.log("global_step", torch.tensor(self.trainer.global_step, dtype=torch.float32))
         return {f"{tag}_loss": loss}
@@ -228,15 +181,16 @@ class MossFormer2SeparationModel(AudioToAudioModel):
 
     # ------------------------------------------------------------------ data
     def _setup_dataloader_from_config(self, config: Optional[Dict]):
-        """Separation manifests (input = mixture, target = list of sources) through
-        `nest_ext.data.separation_dataset`: random `segment_seconds` crops, optional dynamic mixing and
-        speed perturbation. `sample_rate` and `num_spks` come from the model unless the config sets them.
+        """Separation data through `nest_ext.data.separation_data`: manifests (input = mixture, target = list of
+        sources), NeMo-style tar shards (`is_tarred`) or NeMo's lhotse path (`use_lhotse`: Shar or CutSet
+        manifests); random `segment_seconds` crops, optional speed perturbation and dynamic mixing (from a
+        `source_pool` or the data's own sources). `sample_rate` and `num_spks` come from the model unless the
+        config sets them.
         """
-        if config is None or config.get("manifest_filepath") is None:
-            logging.warning(f"No manifest_filepath in {config}; dataloader not set up")
-            return None
-        from nest_ext.data.separation_dataset import get_separation_dataset_from_config
+        from nest_ext.data.separation_data import get_separation_dataloader
 
+        if config is None:
+            return None
         # ModelPT sets up data before our __init__ body runs: read the model's values from the config
         model_values = {"sample_rate": int(self._cfg.sample_rate), "num_spks": int(self._cfg.num_spks)}
         with open_dict(config):
@@ -245,15 +199,14 @@ class MossFormer2SeparationModel(AudioToAudioModel):
                     config[key] = value
                 elif int(config[key]) != value:
                     raise ValueError(f"dataset {key}={config[key]} differs from the model's {key}={value}")
-        dataset = get_separation_dataset_from_config(config)
-        return torch.utils.data.DataLoader(
-            dataset=dataset,
-            batch_size=config["batch_size"],
-            collate_fn=dataset.collate_fn,
-            drop_last=config.get("drop_last", False),
-            shuffle=config["shuffle"],
-            **dataloader_kwargs(config),
-        )
+        return get_separation_dataloader(config, global_rank=self.global_rank, world_size=self.world_size)
+
+    def setup_training_data(self, train_data_config: Optional[Union[DictConfig, Dict]]):
+        # NeMo's AudioToAudioModel refuses is_tarred here after building the loader; ours reads tar shards.
+        if "shuffle" not in train_data_config:
+            train_data_config["shuffle"] = True
+        self._update_dataset_config(dataset_name="train", config=train_data_config)
+        self._train_dl = self._setup_dataloader_from_config(config=train_data_config)
 
     def on_train_epoch_start(self):
         # New crops / dynamic mixtures each epoch; the dataset keeps the epoch in shared memory for workers
@@ -297,7 +250,7 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         if overlap is None:
             overlap = min(1.0, chunk_seconds / 4)
         return separate_chunked(
-            lambda x: self.forward(input_signal=x)[0],
+            self.encode_mask_decode,
             batch,
             chunk_seconds=chunk_seconds,
             overlap_seconds=float(overlap),
@@ -320,14 +273,20 @@ class MossFormer2SeparationModel(AudioToAudioModel):
         Unlike NeMo's `process`, which writes one multi-channel file per input, a separation writes one
         file per speaker. Files are processed one at a time (`batch_size`/`num_workers` are accepted for
         interface compatibility): mixtures differ in length and the network has no padding mask.
+        Inputs are read with `nest_ext.data.audio_io.load_audio`: other rates are resampled to the model's,
+        a multi-channel file needs `input_channel_selector`.
 
         Returns:
             One list of written paths per input file.
+
+        Raises:
+            BadAudioError: an input is missing, unreadable or empty (a ``ValueError`` too).
+            ValueError: a multi-channel input without a channel, or one too short to separate.
         """
         written = []
         os.makedirs(output_dir, exist_ok=True)
         for path in paths2audio_files:
-            audio = load_mono_audio(path, self.sample_rate, channel=input_channel_selector)
+            audio = load_audio(path, self.sample_rate, channel=input_channel_selector)
             try:
                 estimates = self.separate(audio, chunk_seconds=chunk_seconds).numpy()
             except ValueError as err:  # e.g. shorter than the encoder kernel: name the file

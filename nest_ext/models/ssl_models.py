@@ -7,11 +7,15 @@
   sampling defect fixed and bad audio reported and skipped), for manifests, tarred data and lhotse
   (``use_lhotse: true``); the data loader also takes ``persistent_workers`` and ``prefetch_factor``
   from the dataset config when set;
-* the encoder follows ``USE_NEMO_CONFORMER`` (:mod:`nest_ext.parts.encoder_choice`): set, NeMo's
-  ``ConformerEncoder`` is built from the same encoder config; the saved config keeps its own target.
+* it builds nest_ext's ConformerEncoder and MLM loss also where the config names NeMo's, unless
+  ``USE_NEMO_CONFORMER`` is set (then NeMo's ``ConformerEncoder``; :mod:`nest_ext.parts.encoder_choice`);
+* its saved config (``.nemo``, checkpoints) names NeMo's classes -- model, encoder, loss -- so stock NeMo
+  restores the ``.nemo`` without nest_ext (:func:`nest_ext.parts.nemo_targets.portable_config`).
 
-Everything else -- preprocessor, quantizer, masking, encoder, decoder and loss -- is built from the
-config's ``_target_``s exactly as NeMo does; forward, training and validation steps are NeMo's.
+Everything else -- preprocessor, quantizer, masking, decoder -- is built from the config's ``_target_``s
+exactly as NeMo does; forward, training and validation steps are NeMo's. It restores NeMo's own NEST
+``.nemo`` files (``init_from_nemo_model`` / ``init_from_pretrained_model``, e.g. NVIDIA's
+``nvidia/ssl_en_nest_large_v1.0``) with our parts in place of NeMo's.
 Batches are NeMo's ``AudioNoiseBatch``: ``audio``, ``noise``, ``noisy_audio`` [B, T] with lengths [B];
 ``forward`` returns log-probs [B, T', C, H] (or [B, T', C] with ``squeeze_single``), lengths [B],
 masks [B, D, T] and target tokens [B, T', H] (or [B, T']).
@@ -33,17 +37,17 @@ from typing import Dict, Optional
 
 import torch
 from lightning.pytorch import Trainer
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 from nemo.collections.asr.data import audio_to_text_dataset
 from nemo.collections.asr.models.ssl_models import EncDecDenoiseMaskedTokenPredModel as _NeMoNEST
 from nemo.collections.common.data.lhotse import get_lhotse_dataloader_from_config
 
+from nest_ext.data.bad_audio import get_on_bad_audio
 from nest_ext.data.ssl_dataset import LhotseAudioNoiseDataset, get_audio_noise_dataset_from_config, get_collate_fn
-from nest_ext.parts.audio_checks import get_on_bad_audio
 from nest_ext.parts.dataloader_options import dataloader_kwargs
 from nest_ext.parts.encoder_choice import apply_encoder_choice
-from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
 
 __all__ = ["EncDecDenoiseMaskedTokenPredModel"]
 
@@ -52,7 +56,7 @@ allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are
 
 
 class EncDecDenoiseMaskedTokenPredModel(_NeMoNEST):
-    """NeMo's NEST model with nest_ext's datasets and the ``USE_NEMO_CONFORMER`` encoder toggle.
+    """NeMo's NEST model with nest_ext's datasets, encoder (``USE_NEMO_CONFORMER`` toggle) and loss; saves NeMo's names.
 
     Args:
         cfg: the ``model`` section of a NEST config (``config/nest_fast-conformer.yaml``).
@@ -62,14 +66,9 @@ class EncDecDenoiseMaskedTokenPredModel(_NeMoNEST):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         if not isinstance(cfg, DictConfig):
             cfg = OmegaConf.create(cfg)
-        build_cfg = apply_encoder_choice(cfg)  # a copy when the toggle changes the target
-        super().__init__(cfg=build_cfg, trainer=trainer)
+        super().__init__(cfg=apply_encoder_choice(cfg), trainer=trainer)
+        self.cfg = portable_config(self._cfg)  # what .nemo files and checkpoints save
         self.ssl_targets = None  # the last training batch's CodebookTargets (see forward)
-        if build_cfg is not cfg:
-            # the saved config (.nemo, checkpoints) keeps the target the user wrote
-            with open_dict(self._cfg):
-                self._cfg.encoder._target_ = cfg.encoder._target_
-            self.cfg = self._cfg  # refresh Lightning's hparams copy
 
     def forward(self, **kwargs):
         """NeMo's forward; in training it also keeps the batch's targets in ``ssl_targets`` for codebook health."""

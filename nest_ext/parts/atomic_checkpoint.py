@@ -10,8 +10,9 @@ truncated checkpoint under its final name, and the full checkpoint must fit in `
 Nothing is fsynced. NeMo's ``NeMoModelCheckpoint`` adds an "unfinished" marker file around each save, which
 lets ``resume_if_exists`` skip a checkpoint whose save did not finish -- but if that was the only
 ``*last.ckpt``, resuming stops with "Last checkpoint is unfinished" and needs a person. With this
-``CheckpointIO`` an interrupted save leaves only a hidden ``.<name>.<random>.tmp`` (never matched by
-``*last.ckpt``; removed by the next save into that directory) and the previous checkpoint untouched.
+``CheckpointIO`` an interrupted save leaves only a hidden ``.<name>.tmp.<host>.<pid>.<random>.tmp`` (never
+matched by ``*last.ckpt``; removed by the next save into that directory) and the previous checkpoint
+untouched.
 
 Use it with ``Trainer(plugins=[AtomicTorchCheckpointIO()])``, or add :class:`UseAtomicCheckpointIO` to the
 callbacks (it installs the IO at setup when the strategy still has Lightning's default). Remote paths
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import glob
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
@@ -39,7 +39,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Callback
 
-from nest_ext.parts.atomic_io import default_mode, fsync_dir
+from nest_ext.parts.atomic_io import atomic_path
 
 __all__ = ["AtomicTorchCheckpointIO", "UseAtomicCheckpointIO", "atomic_torch_save", "TEMP_SUFFIX"]
 
@@ -70,29 +70,17 @@ def _remove_stale_temps(directory: str) -> None:
 def atomic_torch_save(obj: Any, path: Union[str, Path]) -> None:
     """``torch.save(obj, path)`` that either completes or leaves ``path`` as it was.
 
-    The data goes to ``.<name>.<random>.tmp`` beside ``path`` (same filesystem, so the rename is atomic),
-    is flushed and fsynced, then renamed over ``path``; the directory entry is fsynced too. On any error the
-    temporary file is removed and the error re-raised.
+    Written through :func:`nest_ext.parts.atomic_io.atomic_path`: the data goes to a hidden
+    ``.<name>.tmp.<host>.<pid>.<random>.tmp`` beside ``path`` (same filesystem, so the rename is atomic), is
+    fsynced, then renamed over ``path``; the directory entry is fsynced too. On any error the temporary file
+    is removed and the error re-raised.
     """
     path = os.path.abspath(os.fspath(path))
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     _remove_stale_temps(directory)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_mode())  # mkstemp makes 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(directory)
+    with atomic_path(path, suffix=TEMP_SUFFIX) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 class AtomicTorchCheckpointIO(TorchCheckpointIO):

@@ -1,39 +1,36 @@
-"""Which ConformerEncoder a NEST model builds: ours, or NeMo's when ``USE_NEMO_CONFORMER`` is set.
+"""Which parts a nest_ext model builds: ours (encoder, MLM losses), or NeMo's encoder when ``USE_NEMO_CONFORMER`` is set.
 
-``USE_NEMO_CONFORMER=true`` (also ``1``/``yes``, any case) makes models build
-``nemo.collections.asr.modules.ConformerEncoder`` from the same encoder config instead of the config's
-Conformer target (``nest_ext.modules.ConformerEncoder``). Both have the same constructor arguments and
-state dict, so a ``.nemo`` saved with one restores with the other. Encoder targets that are not a
-Conformer are left alone (with a warning when the variable is set). The choice is logged.
+Our models build nest_ext's ConformerEncoder and MLM losses also where a config names NeMo's
+(:func:`nest_ext.parts.nemo_targets.with_our_parts`), so a portable ``.nemo`` -- one that names NeMo's
+classes -- comes back with our parts. ``USE_NEMO_CONFORMER=true`` (also ``1``/``yes``, any case) makes
+them build ``nemo.collections.asr.modules.ConformerEncoder`` from the same encoder config instead. Both
+have the same constructor arguments and state dict, so a ``.nemo`` saved with one restores with the
+other. Encoder targets that are not a Conformer are left alone (with a warning when the variable is set).
+The choice is logged.
 
 Example::
 
     >>> use_nemo_conformer({"USE_NEMO_CONFORMER": "Yes"}), use_nemo_conformer({"USE_NEMO_CONFORMER": "0"})
     (True, False)
 
-and in a model's ``__init__`` (the given config is not changed, so a saved config keeps its target)::
+and in a model's ``__init__`` (the given config is not changed)::
 
-    build_cfg = apply_encoder_choice(cfg)   # encoder._target_ is NeMo's when the variable is set
+    build_cfg = apply_encoder_choice(cfg)   # our parts; encoder._target_ is NeMo's when the variable is set
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from typing import Mapping, Optional
 
 from omegaconf import DictConfig, open_dict
 
+from nest_ext.parts.nemo_targets import NEMO_CONFORMER, NEMO_EQUIVALENT, OUR_PARTS, with_our_parts
+
 ENV_VAR = "USE_NEMO_CONFORMER"
-NEMO_CONFORMER = "nemo.collections.asr.modules.ConformerEncoder"
-OUR_CONFORMER = "nest_ext.modules.ConformerEncoder"
 # every spelling of a Conformer target the toggle may replace
 CONFORMER_TARGETS = {
-    NEMO_CONFORMER,
-    "nemo.collections.asr.modules.conformer_encoder.ConformerEncoder",
-    OUR_CONFORMER,
-    "nest_ext.modules.conformer.ConformerEncoder",
-    "nest_ext.modules.conformer.encoder.ConformerEncoder",
+    t for pair in (*NEMO_EQUIVALENT.items(), *OUR_PARTS.items()) for t in pair if t.endswith(".ConformerEncoder")
 }
 TRUE_VALUES = {"true", "1", "yes"}
 
@@ -62,7 +59,7 @@ def encoder_target(encoder_cfg, env: Optional[Mapping[str, str]] = None) -> str:
         return target
     if use_nemo_conformer(env):
         if target in CONFORMER_TARGETS:
-            _log(f"{ENV_VAR} is set: building NeMo's {NEMO_CONFORMER} (config says {target})")
+            _log(f"{ENV_VAR} is set: building NeMo's {NEMO_CONFORMER} instead of {target}")
             return NEMO_CONFORMER
         _log(f"{ENV_VAR} is set but the encoder is {target}, not a ConformerEncoder: left as it is", warning=True)
         return target
@@ -74,13 +71,14 @@ def encoder_target(encoder_cfg, env: Optional[Mapping[str, str]] = None) -> str:
 
 
 def apply_encoder_choice(model_cfg: DictConfig, env: Optional[Mapping[str, str]] = None) -> DictConfig:
-    """A copy of a model config whose ``encoder._target_`` follows the toggle; ``model_cfg`` is unchanged."""
-    if "encoder" not in model_cfg or model_cfg.encoder is None:
-        return model_cfg
-    target = encoder_target(model_cfg.encoder, env)
-    if target == model_cfg.encoder.get("_target_", None):
-        return model_cfg
-    new = copy.deepcopy(model_cfg)
+    """A copy of a model config to build from: our parts in place of NeMo's, and the encoder toggle applied.
+
+    ``model_cfg`` is unchanged.
+    """
+    new = with_our_parts(model_cfg)
+    if "encoder" not in new or new.encoder is None:
+        return new
+    target = encoder_target(new.encoder, env)
     with open_dict(new):
         new.encoder._target_ = target
     return new

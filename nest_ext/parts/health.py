@@ -1,6 +1,9 @@
 """Training health checks as a Lightning callback: stop on NaN/Inf or exploding loss, on a collapsed
 discriminator, and warn when the step time is dominated by waiting for data.
 
+(Long file: one callback whose rules share one per-step DDP reduction and one state; the
+per-series NaN/spike rule is the small ``_SeriesWatch`` below.)
+
 Long pretraining runs used to be watched by hand ("stop if the loss is NaN", "GPU utilisation < 50%").
 :class:`TrainingHealthMonitor` does it in the run:
 
@@ -11,10 +14,17 @@ Long pretraining runs used to be watched by hand ("stop if the loss is NaN", "GP
   ``m`` the threshold is ``m + (spike_factor - 1) * max(|m|, 1e-8)``, which is ``spike_factor * m`` for the
   usual positive loss and still means "far above the usual level" for negative losses such as -SI-SDR.
   Spiking losses are kept out of the median so a divergence cannot raise its own threshold.
+* **more losses**: every logged metric in ``loss_keys`` (e.g. each term of a GAN's loss) gets the same NaN/Inf
+  and spike checks as the loss, with its own running median; one that is not logged yet (a term that starts
+  later) is not judged until it is.
 * **discriminator collapse** (GAN-style models): the logged metrics ``gan_real_key``/``gan_fake_key``
   (e.g. mean D output on real and fake inputs) stay within ``collapse_eps`` of each other, or both stay
-  constant to within ``collapse_eps``, for ``collapse_patience`` consecutive batches -> stop. Inactive
-  while those metrics are not logged.
+  constant to within ``collapse_eps``, or one stays within ``gan_zero_eps`` of 0, for ``collapse_patience``
+  consecutive batches -> stop; one is non-finite or above ``gan_explode`` in magnitude for ``spike_patience``
+  consecutive batches -> stop. Inactive while those metrics are not logged.
+* **epoch-level warnings** (logged, kept in ``warnings``; training goes on): the epoch mean of ``flat_key``
+  changed by less than ``flat_tolerance`` (relative) over the last ``flat_epochs`` epochs; the epoch means of
+  ``gan_real_key`` and ``gan_fake_key`` are more than ``gan_drift`` apart.
 * **data wait**: over every ``data_wait_interval`` batches, the time between one batch's end and the next
   batch's start (fetching data) is compared with the time from batch start to end (compute); when the wait
   is more than ``data_wait_threshold`` of the step time a warning names the numbers and the usual fixes.
@@ -108,12 +118,19 @@ class TrainingHealthMonitor(Callback):
         gan_real_key, gan_fake_key: logged metrics with the discriminator's outputs on real and fake input.
         collapse_eps: tolerance for "equal" and "constant" discriminator outputs.
         collapse_patience: consecutive collapsed batches before stopping.
+        loss_keys: more logged losses with their own NaN/Inf and spike checks.
+        gan_zero_eps: a discriminator metric within this of 0 counts as collapsed (``None``: rule off).
+        gan_explode: a discriminator metric above this in magnitude counts as exploding (``None``: rule off).
+        flat_key, flat_epochs, flat_tolerance: warn when the epoch mean of ``flat_key`` moved by less than
+            ``flat_tolerance`` x its value over ``flat_epochs`` epochs (``flat_key`` ``None``: rule off).
+        gan_drift: warn when the epoch means of the two discriminator metrics are more than this apart.
         data_wait_threshold: warn when waiting for data takes more than this fraction of the step time.
         data_wait_interval: batches per measurement interval (at most one warning per interval).
         check_params_on_save: refuse to save a checkpoint whose parameters contain NaN/Inf.
         log_data_wait: also log ``health/data_wait_fraction`` to the experiment logger once per interval.
 
-    Attributes after a run: ``stop_reason`` (``None`` if not stopped), ``data_wait_warnings`` (messages).
+    Attributes after a run: ``stop_reason`` (``None`` if not stopped), ``data_wait_warnings`` and ``warnings``
+    (messages of the data-wait and of the epoch-level rules).
     """
 
     def __init__(
@@ -132,12 +149,19 @@ class TrainingHealthMonitor(Callback):
         data_wait_interval: int = 100,
         check_params_on_save: bool = True,
         log_data_wait: bool = True,
+        loss_keys: Optional[Iterable[str]] = None,
+        gan_zero_eps: Optional[float] = None,
+        gan_explode: Optional[float] = None,
+        flat_key: Optional[str] = None,
+        flat_epochs: int = 5,
+        flat_tolerance: float = 0.01,
+        gan_drift: Optional[float] = None,
     ):
         super().__init__()
         if nan_patience < 1 or spike_patience < 1 or collapse_patience < 1:
             raise ValueError("nan_patience, spike_patience and collapse_patience must be >= 1")
-        if spike_window < 1 or data_wait_interval < 1:
-            raise ValueError("spike_window and data_wait_interval must be >= 1")
+        if spike_window < 1 or data_wait_interval < 1 or flat_epochs < 1:
+            raise ValueError("spike_window, data_wait_interval and flat_epochs must be >= 1")
         self.nan_patience = int(nan_patience)
         self.spike_factor = float(spike_factor) if spike_factor else None
         self.spike_window = int(spike_window)
@@ -152,17 +176,31 @@ class TrainingHealthMonitor(Callback):
         self.data_wait_interval = int(data_wait_interval)
         self.check_params_on_save = bool(check_params_on_save)
         self.log_data_wait = bool(log_data_wait)
+        self.loss_keys = [str(k) for k in (loss_keys or [])]
+        self.gan_zero_eps = None if gan_zero_eps is None else float(gan_zero_eps)
+        self.gan_explode = None if gan_explode is None else float(gan_explode)
+        self.flat_key = flat_key
+        self.flat_epochs = int(flat_epochs)
+        self.flat_tolerance = float(flat_tolerance)
+        self.gan_drift = None if gan_drift is None else float(gan_drift)
         self._reset_state()
+
+    def _tracker(self, label: str) -> "_SeriesWatch":
+        return _SeriesWatch(label, self.nan_patience, self.spike_factor, self.spike_window, self.spike_warmup,
+                            self.spike_patience)
 
     def _reset_state(self):
         self.stop_reason: Optional[str] = None
         self.data_wait_warnings: List[str] = []
-        self._history: deque = deque(maxlen=self.spike_window)
-        self._healthy_steps = 0
-        self._nan_run: List[int] = []
-        self._spike_run: List[int] = []
+        self.warnings: List[str] = []
+        self._loss_watch = self._tracker("loss")
+        self._key_watch = {key: self._tracker(f"'{key}'") for key in self.loss_keys}
         self._collapse_run = 0
+        self._zero_run = 0
+        self._explode_run = 0
         self._prev_gan: Optional[tuple] = None
+        self._epoch_sums: dict = {}  # name -> [sum, count] over this epoch's batches
+        self._flat_means: deque = deque(maxlen=self.flat_epochs + 1)
         # data-wait timing (rank-local)
         self._t_start: Optional[float] = None
         self._t_end: Optional[float] = None
@@ -201,20 +239,50 @@ class TrainingHealthMonitor(Callback):
         self._t_start = now
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        loss, real, fake = self._read_values(trainer, pl_module, outputs)  # same values on every rank
+        values = self._read_values(trainer, pl_module, outputs)  # same values on every rank
         now = time.perf_counter()  # after reading the loss, which waited for the device
         if self._t_start is not None and self._t_end is not None:
             self._compute_sum += now - self._t_start
         step = trainer.global_step
-        if loss is not None:
-            self._check_loss(trainer, loss, step)
-        if real is not None and fake is not None:
-            self._check_gan(trainer, real, fake, step)
+        for name, value in values.items():  # epoch sums for the epoch-level warnings
+            if value is not None and math.isfinite(value):
+                acc = self._epoch_sums.setdefault(name, [0.0, 0])
+                acc[0], acc[1] = acc[0] + value, acc[1] + 1
+        if values["loss"] is not None:
+            self._watch(trainer, self._loss_watch, values["loss"], step)
+        for key, watch in self._key_watch.items():
+            if values[key] is not None:
+                self._watch(trainer, watch, values[key], step)
+        if values["real"] is not None and values["fake"] is not None:
+            self._check_gan(trainer, values["real"], values["fake"], step)
         self._check_data_wait(trainer, pl_module)
         self._t_end = time.perf_counter()
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        sums, self._epoch_sums = self._epoch_sums, {}
+        means = {name: total / count for name, (total, count) in sums.items()}
+        epoch = trainer.current_epoch
+        if self.flat_key and "flat" in means:
+            self._flat_means.append(means["flat"])
+            if len(self._flat_means) == self.flat_epochs + 1:
+                old, new = self._flat_means[0], self._flat_means[-1]
+                if abs(new - old) <= self.flat_tolerance * max(abs(old), 1e-12):
+                    self._warn(
+                        f"'{self.flat_key}' is flat: its epoch mean went from {old:.6g} to {new:.6g} over the last "
+                        f"{self.flat_epochs} epochs (up to epoch {epoch}, counted from 0), less than "
+                        f"{100 * self.flat_tolerance:g}% change; consider the learning rate or the loss weights"
+                    )
+        if self.gan_drift is not None and "real" in means and "fake" in means:
+            real, fake = means["real"], means["fake"]
+            if abs(real - fake) > self.gan_drift:
+                self._warn(
+                    f"'{self.gan_real_key}' ({real:.6g}) and '{self.gan_fake_key}' ({fake:.6g}) drifted apart: "
+                    f"epoch {epoch} means differ by {abs(real - fake):.6g} > {self.gan_drift:g}; one network is "
+                    "winning, consider its learning rate or the adversarial loss weight"
+                )
+
     # ------------------------------------------------------------------ checks
-    def _read_values(self, trainer, pl_module, outputs):
+    def _read_values(self, trainer, pl_module, outputs) -> dict:
         loss = None
         if isinstance(outputs, torch.Tensor):
             loss = outputs
@@ -228,51 +296,40 @@ class TrainingHealthMonitor(Callback):
             value = metrics.get(key) if key else None
             return value if isinstance(value, torch.Tensor) else None
 
-        real, fake = metric(self.gan_real_key), metric(self.gan_fake_key)
-        # one vector, one collective: [loss, real, fake] with a presence mask; the mask is the same on all ranks
-        present = [loss is not None, real is not None, fake is not None]
-        values = [
-            v.detach().float().mean() if v is not None else torch.zeros(())
-            for v in (loss, real, fake)
-        ]
+        named = {"loss": loss, "real": metric(self.gan_real_key), "fake": metric(self.gan_fake_key),
+                 "flat": metric(self.flat_key)}
+        named.update((key, metric(key)) for key in self.loss_keys)
+        # one vector, one collective, with a presence mask; the mask is the same on all ranks
+        values = [v.detach().float().mean() if v is not None else torch.zeros(()) for v in named.values()]
         vec = torch.stack([v.to(pl_module.device) for v in values])
         if trainer.world_size > 1:
             vec = trainer.strategy.reduce(vec, reduce_op="mean")
-        vec = vec.tolist()
-        return tuple(v if p else None for v, p in zip(vec, present))
+        return {name: (v if named[name] is not None else None) for name, v in zip(named, vec.tolist())}
 
-    def _check_loss(self, trainer, loss: float, step: int):
-        if not math.isfinite(loss):
-            self._nan_run.append(step)
-            self._spike_run = []
-            if len(self._nan_run) >= self.nan_patience:
-                self._fail(
-                    trainer,
-                    f"loss is NaN/Inf for {len(self._nan_run)} consecutive training batches "
-                    f"(global steps {self._nan_run[0]}-{self._nan_run[-1]}): last value {loss}; stopping before "
-                    "any checkpoint of this state is written",
-                )
-            return
-        self._nan_run = []
-        if self.spike_factor and self._healthy_steps >= self.spike_warmup and len(self._history) > 0:
-            median = statistics.median(self._history)
-            threshold = median + (self.spike_factor - 1.0) * max(abs(median), 1e-8)
-            if loss > threshold:
-                self._spike_run.append(step)
-                if len(self._spike_run) >= self.spike_patience:
-                    self._fail(
-                        trainer,
-                        f"loss spiked above {self.spike_factor:g} x its running median for {len(self._spike_run)} "
-                        f"consecutive training batches (global steps {self._spike_run[0]}-{self._spike_run[-1]}): "
-                        f"loss {loss:.6g}, median of the last {len(self._history)} healthy batches {median:.6g}, "
-                        f"threshold {threshold:.6g}",
-                    )
-                return
-        self._spike_run = []
-        self._history.append(loss)
-        self._healthy_steps += 1
+    def _watch(self, trainer, watch: "_SeriesWatch", value: float, step: int):
+        reason = watch.update(value, step)
+        if reason is not None:
+            self._fail(trainer, reason)
 
     def _check_gan(self, trainer, real: float, fake: float, step: int):
+        names = f"'{self.gan_real_key}' ({real:.6g}) and '{self.gan_fake_key}' ({fake:.6g})"
+        exploding = [v for v in (real, fake) if not math.isfinite(v)
+                     or (self.gan_explode is not None and abs(v) > self.gan_explode)]
+        self._explode_run = self._explode_run + 1 if exploding else 0
+        if self._explode_run >= self.spike_patience:
+            self._fail(
+                trainer,
+                f"discriminator exploded: {names}; one was non-finite or above {self.gan_explode} in magnitude "
+                f"for {self._explode_run} consecutive training batches (up to global step {step})",
+            )
+        zero = self.gan_zero_eps is not None and min(abs(real), abs(fake)) <= self.gan_zero_eps
+        self._zero_run = self._zero_run + 1 if zero else 0
+        if self._zero_run >= self.collapse_patience:
+            self._fail(
+                trainer,
+                f"discriminator collapsed to 0: {names}; one stayed within {self.gan_zero_eps:g} of 0 for "
+                f"{self._zero_run} consecutive training batches (up to global step {step})",
+            )
         close = abs(real - fake) <= self.collapse_eps
         constant = self._prev_gan is not None and (
             abs(real - self._prev_gan[0]) <= self.collapse_eps and abs(fake - self._prev_gan[1]) <= self.collapse_eps
@@ -283,10 +340,14 @@ class TrainingHealthMonitor(Callback):
             what = "equal" if close else "constant"
             self._fail(
                 trainer,
-                f"discriminator collapsed: '{self.gan_real_key}' ({real:.6g}) and '{self.gan_fake_key}' ({fake:.6g}) "
+                f"discriminator collapsed: {names} "
                 f"stayed {what} within {self.collapse_eps:g} for {self._collapse_run} consecutive training batches "
                 f"(up to global step {step})",
             )
+
+    def _warn(self, message: str):
+        self.warnings.append(message)
+        _logger().warning(f"TrainingHealthMonitor: {message}")
 
     def _check_data_wait(self, trainer, pl_module):
         if self._timed_batches < self.data_wait_interval:
@@ -316,10 +377,53 @@ class TrainingHealthMonitor(Callback):
         raise TrainingHealthError(reason)
 
 
+class _SeriesWatch:
+    """NaN/Inf and spike checks of one loss series; ``update`` returns the reason to stop, or ``None``."""
+
+    def __init__(self, label, nan_patience, spike_factor, spike_window, spike_warmup, spike_patience):
+        self.label, self.nan_patience, self.spike_factor = label, nan_patience, spike_factor
+        self.spike_warmup, self.spike_patience = spike_warmup, spike_patience
+        self.history: deque = deque(maxlen=spike_window)
+        self.healthy_steps = 0
+        self.nan_run: List[int] = []
+        self.spike_run: List[int] = []
+
+    def update(self, value: float, step: int) -> Optional[str]:
+        if not math.isfinite(value):
+            self.nan_run.append(step)
+            self.spike_run = []
+            if len(self.nan_run) >= self.nan_patience:
+                return (
+                    f"{self.label} is NaN/Inf for {len(self.nan_run)} consecutive training batches "
+                    f"(global steps {self.nan_run[0]}-{self.nan_run[-1]}): last value {value}; stopping before "
+                    "any checkpoint of this state is written"
+                )
+            return None
+        self.nan_run = []
+        if self.spike_factor and self.healthy_steps >= self.spike_warmup and len(self.history) > 0:
+            median = statistics.median(self.history)
+            threshold = median + (self.spike_factor - 1.0) * max(abs(median), 1e-8)
+            if value > threshold:
+                self.spike_run.append(step)
+                if len(self.spike_run) >= self.spike_patience:
+                    return (
+                        f"{self.label} spiked above {self.spike_factor:g} x its running median for "
+                        f"{len(self.spike_run)} consecutive training batches (global steps {self.spike_run[0]}-"
+                        f"{self.spike_run[-1]}): {self.label} {value:.6g}, median of the last {len(self.history)} "
+                        f"healthy batches {median:.6g}, threshold {threshold:.6g}"
+                    )
+                return None
+        self.spike_run = []
+        self.history.append(value)
+        self.healthy_steps += 1
+        return None
+
+
 _CONFIG_KEYS = (
     "nan_patience", "spike_factor", "spike_window", "spike_warmup", "spike_patience", "loss_key",
     "gan_real_key", "gan_fake_key", "collapse_eps", "collapse_patience", "data_wait_threshold",
-    "data_wait_interval", "check_params_on_save", "log_data_wait",
+    "data_wait_interval", "check_params_on_save", "log_data_wait", "loss_keys", "gan_zero_eps", "gan_explode",
+    "flat_key", "flat_epochs", "flat_tolerance", "gan_drift",
 )
 
 

@@ -2,7 +2,7 @@
 
 Public: :class:`MossFormer2Encoder`, :class:`MossFormer2MaskNet`, :class:`MossFormer2Decoder`,
 :class:`MossFormer2` and :func:`separate_chunked` (long inputs). Official checkpoints load through
-:mod:`nest_ext.parts.mossformer2_converter`.
+:mod:`nest_ext.modules.mossformer2.converter`.
 """
 from nest_ext.modules.mossformer2.chunked import separate_chunked
 from nest_ext.modules.mossformer2.encoder import MossFormer2Decoder, MossFormer2Encoder

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nest_ext.modules.mossformer2.conv_modules import ConvFeedForward, parallel_conv_feedforward
+from nest_ext.modules.mossformer2.conv_modules import ConvFeedForward, FusedConvFeedForward, parallel_conv_feedforward
 from nest_ext.modules.mossformer2.rotary import RotaryEmbedding, rotate
 
 __all__ = ["OffsetScale", "GatedSingleHeadAttention"]
@@ -77,12 +77,23 @@ class GatedSingleHeadAttention(nn.Module):
         self.offset_scale = OffsetScale(query_key_dim, heads=4)
         self.to_out = ConvFeedForward(hidden // 2, dim, "scale", kernel_size, dropout)
         self.attn_dropout = nn.Dropout(dropout)
+        self.fused_projections = None  # set by fuse_projections()
+
+    def fuse_projections(self):
+        """For inference: ``to_hidden`` and ``to_qk`` become one :class:`FusedConvFeedForward` (the state
+        dict changes accordingly; a fused module is not for training or for saving)."""
+        if self.fused_projections is None:
+            self.fused_projections = FusedConvFeedForward((self.to_hidden, self.to_qk))
+            del self.to_hidden, self.to_qk
 
     def forward(self, x: torch.Tensor, rope: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         batch, length, dim = x.shape
         half = dim // 2
         shifted = torch.cat((F.pad(x[..., :half], (0, 0, 1, -1)), x[..., half:]), dim=-1)
-        hidden, qk = parallel_conv_feedforward((self.to_hidden, self.to_qk), shifted)
+        if self.fused_projections is not None:
+            hidden, qk = self.fused_projections(shifted)
+        else:
+            hidden, qk = parallel_conv_feedforward((self.to_hidden, self.to_qk), shifted)
         qk = self.offset_scale(qk)  # [B, L, 4, d]
         if self.rotary is not None:
             if rope is None:
@@ -90,22 +101,28 @@ class GatedSingleHeadAttention(nn.Module):
             qk = rotate(qk, *rope, seq_dim=1)
         quad_q, lin_q, quad_k, lin_k = qk.unbind(dim=-2)
 
-        # quadratic attention inside groups; zero padding adds nothing (relu(0)^2 = 0)
+        # linear attention over the whole sequence, then the quadratic attention of each group added onto
+        # it in place (no padded copy of `hidden`, no separate sum)
+        att = lin_q @ ((lin_k.transpose(-1, -2) @ hidden) / length)
         g = self.group_size
-        pad = (-length) % g
-        if pad:
-            quad_q, quad_k, padded_hidden = (F.pad(t, (0, 0, 0, pad)) for t in (quad_q, quad_k, hidden))
-        else:
-            padded_hidden = hidden
-        groups = (length + pad) // g
-        quad_q = quad_q.reshape(batch, groups, g, -1)
-        quad_k = quad_k.reshape(batch, groups, g, -1)
-        weights = self.attn_dropout(F.relu(quad_q @ quad_k.transpose(-1, -2) / g) ** 2)
-        att = (weights @ padded_hidden.reshape(batch, groups, g, -1)).reshape(batch, groups * g, -1)[:, :length]
-
-        # linear attention over the whole sequence
-        att = att + lin_q @ ((lin_k.transpose(-1, -2) @ hidden) / length)
+        full = length - length % g
+        # whole groups, then the last partial group on its own: the same as zero-padding it, since padded
+        # keys add relu(0)^2 = 0 (the scores are divided by group_size either way, as in the official model)
+        for start, stop in ((0, full), (full, length)):
+            if stop == start:
+                continue
+            size = min(g, stop - start)
+            groups = (stop - start) // size
+            q = quad_q[:, start:stop].reshape(batch * groups, size, -1)
+            k = quad_k[:, start:stop].reshape(batch * groups, size, -1)
+            weights = self.attn_dropout(F.relu(q @ k.transpose(-1, -2) / g) ** 2).unflatten(0, (batch, groups))
+            for b in range(batch):  # one batch item at a time, `hidden`'s groups stay views of it
+                att[b, start:stop].view(groups, size, -1).baddbmm_(weights[b], hidden[b, start:stop].view(groups, size, -1))
 
         att_v, att_u = att.chunk(2, dim=-1)
         v, u = hidden.chunk(2, dim=-1)
-        return x + self.to_out((att_u * v) * torch.sigmoid(att_v * u))
+        if torch.is_grad_enabled():
+            gated = (att_u * v) * torch.sigmoid(att_v * u)
+        else:  # inference: the same in place, in att's memory
+            gated = att_v.mul_(u).sigmoid_().mul_(att_u).mul_(v)
+        return x + self.to_out(gated)

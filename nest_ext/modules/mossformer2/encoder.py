@@ -6,6 +6,10 @@ ReLU. For ``T`` input samples it gives ``L = (T - kernel_size) // hop + 1`` fram
 ``T - T' < hop`` samples at the end that no whole frame covers are missing; :class:`MossFormer2` pads
 them with zeros to give back ``T`` samples.
 
+Under autocast both run in their weights' precision (autocast off): one small convolution each, so the
+waveform that losses and files see stays float32 in mixed-precision training and bf16 inference (and
+CPUs without native bfloat16 would run them through a slow per-channel fallback).
+
 Example:
     >>> import torch
     >>> enc, dec = MossFormer2Encoder(16, 64), MossFormer2Decoder(16, 64)
@@ -43,7 +47,8 @@ class MossFormer2Encoder(nn.Module):
             raise ValueError(
                 f"input of {mixture.shape[-1]} samples is shorter than the encoder kernel ({self.kernel_size})"
             )
-        return F.relu(self.conv(mixture.unsqueeze(1)))
+        with torch.autocast(mixture.device.type, enabled=False):  # see the module doc: kept in weight precision
+            return F.relu(self.conv(mixture.unsqueeze(1).to(self.conv.weight.dtype)))
 
 
 class MossFormer2Decoder(nn.Module):
@@ -62,5 +67,6 @@ class MossFormer2Decoder(nn.Module):
         if masked.dim() != 4:
             raise ValueError(f"MossFormer2Decoder expects [B, S, N, L], got shape {tuple(masked.shape)}")
         batch, speakers, channels, frames = masked.shape
-        out = self.deconv(masked.reshape(batch * speakers, channels, frames))
+        with torch.autocast(masked.device.type, enabled=False):
+            out = self.deconv(masked.reshape(batch * speakers, channels, frames).to(self.deconv.weight.dtype))
         return out.view(batch, speakers, -1)

@@ -1,11 +1,12 @@
 """MossFormer2 (Zhao et al., ICASSP 2024, arXiv:2312.11825): time-domain masking separation.
 
 ``estimates = decoder(encoder(mixture) * masker(encoder(mixture)))``, padded with zeros (or trimmed)
-to the input length.
+to the input length: the composition of :class:`~nest_ext.modules.encoder_masker_decoder.EncoderMaskerDecoder`,
+which :class:`~nest_ext.models.MossFormer2SeparationModel` shares.
 
 Sizes: the full model (embedding 512, sequence 512, 24 layers) has 55,735,410 parameters, MossFormer2-S
 (384, 384, 25) 37,755,382 -- the same numbers as the official implementation, whose checkpoints
-:mod:`nest_ext.parts.mossformer2_converter` loads.
+:mod:`nest_ext.modules.mossformer2.converter` loads.
 
 Example:
     >>> import torch
@@ -15,16 +16,16 @@ Example:
     torch.Size([2, 2, 803])
 """
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.modules.mossformer2.encoder import MossFormer2Decoder, MossFormer2Encoder
 from nest_ext.modules.mossformer2.mask_net import MossFormer2MaskNet
 
 __all__ = ["MossFormer2"]
 
 
-class MossFormer2(nn.Module):
+class MossFormer2(EncoderMaskerDecoder, nn.Module):
     """``forward(mixture [B, T]) -> estimates [B, num_spks, T]``; children ``encoder``, ``masker``, ``decoder``.
 
     Extra keyword arguments (``group_size``, ``query_key_dim``, ``expansion_factor``, ``fsmn_inner_dim``,
@@ -49,21 +50,5 @@ class MossFormer2(nn.Module):
         )
         self.decoder = MossFormer2Decoder(encoder_kernel_size, encoder_embedding_dim)
 
-    @property
-    def min_length(self) -> int:
-        """Shortest input in samples: two encoder frames."""
-        return self.encoder.kernel_size + self.encoder.stride
-
     def forward(self, mixture: torch.Tensor) -> torch.Tensor:
-        if mixture.dim() == 2 and mixture.shape[-1] < self.min_length:
-            raise ValueError(
-                f"input of {mixture.shape[-1]} samples is too short: MossFormer2 needs at least "
-                f"{self.min_length} (two frames of the encoder)"
-            )
-        features = self.encoder(mixture)
-        masks = self.masker(features)
-        estimates = self.decoder(features.unsqueeze(1) * masks)
-        length = mixture.shape[-1]
-        if estimates.shape[-1] < length:
-            estimates = F.pad(estimates, (0, length - estimates.shape[-1]))
-        return estimates[..., :length]
+        return self.encode_mask_decode(mixture)

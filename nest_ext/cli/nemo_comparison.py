@@ -10,10 +10,15 @@ Three checks, each returning plain dicts (JSON-ready) with an ``ok`` flag:
 * :func:`compare_numbers` — NeMo's weights copied into ours; encoder output, decoder log-probs, masks,
   tokens and the loss on one random batch.
 
+NeMo's original NEST configs are not part of the ``nemo_toolkit`` package (they live in NeMo's repository under
+``examples/asr/conf/ssl/nest``), so every check takes their folder: ``nemo_config_dir``, else the
+``NEST_EXT_NEMO_CONFIG_DIR`` environment variable (:func:`resolve_nemo_config_dir`). Helper of
+``nest_ext/cli/compare_with_nemo.py``.
+
 Example::
 
-    from nest_ext.parts.nemo_comparison import compare_configs
-    report = compare_configs("config", "../shared/reference/nemo")
+    from nest_ext.cli.nemo_comparison import compare_configs
+    report = compare_configs("config", "NeMo/examples/asr/conf/ssl/nest")
     assert report["ok"], report
 """
 from __future__ import annotations
@@ -25,21 +30,33 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.overrides import TorchFunctionMode
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_NEMO_CONFIG_DIR = REPO_ROOT.parent / "shared" / "reference" / "nemo"
-BASE_CONFIG = "nest_fast-conformer.yaml"
+from nest_ext.parts.nemo_targets import to_nemo_targets
+from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides
 
-# NeMo's NEST size table (header of nest_fast-conformer.yaml); "large" is the file's own default.
-SIZES: Dict[str, Dict] = {
-    "small": dict(d_model=176, n_heads=4, n_layers=16, conv_kernel_size=9, weight_decay=0.0, xscaling=True, use_bias=True),
-    "medium": dict(d_model=256, n_heads=4, n_layers=16, conv_kernel_size=9, weight_decay=1e-3, xscaling=True, use_bias=True),
-    "large": dict(d_model=512, n_heads=8, n_layers=17, conv_kernel_size=9, weight_decay=1e-3, xscaling=True, use_bias=True),
-    "xlarge": dict(d_model=1024, n_heads=8, n_layers=24, conv_kernel_size=9, weight_decay=1e-3, xscaling=False, use_bias=False),
-    "xxlarge": dict(d_model=1024, n_heads=8, n_layers=42, conv_kernel_size=5, weight_decay=1e-3, xscaling=False, use_bias=False),
-}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_CONFIG = "nest_fast-conformer.yaml"
+NEMO_CONFIG_ENV = "NEST_EXT_NEMO_CONFIG_DIR"
+
+
+class NemoConfigNotFound(FileNotFoundError):
+    """No folder of NeMo's original NEST configs was given, or the one given holds none."""
+
+
+def resolve_nemo_config_dir(nemo_config_dir=None) -> Path:
+    """``nemo_config_dir``, else ``$NEST_EXT_NEMO_CONFIG_DIR``; :class:`NemoConfigNotFound` naming both when
+    neither is set or the folder has no ``nest_fast-conformer.yaml``."""
+    given = nemo_config_dir or os.environ.get(NEMO_CONFIG_ENV)
+    how = (f"pass --nemo-config DIR (or set {NEMO_CONFIG_ENV}) with NeMo's original NEST configs: the folder "
+           "examples/asr/conf/ssl/nest of a NeMo checkout")
+    if not given:
+        raise NemoConfigNotFound(f"no folder of NeMo's NEST configs given: {how}")
+    path = Path(given)
+    if not (path / BASE_CONFIG).is_file():
+        raise NemoConfigNotFound(f"{path} has no {BASE_CONFIG}: {how}")
+    return path
 
 
 # ----------------------------------------------------------------------------------------------- configs
@@ -103,9 +120,9 @@ def load_our_config(path_or_name, config_dir: Path = REPO_ROOT / "config") -> Di
         return compose(config_name=name)
 
 
-def compare_configs(our_config_dir=REPO_ROOT / "config", nemo_config_dir=DEFAULT_NEMO_CONFIG_DIR) -> Dict:
+def compare_configs(our_config_dir=REPO_ROOT / "config", nemo_config_dir=None) -> Dict:
     """Compare every NeMo original in ``nemo_config_dir`` with our config of the same file name."""
-    nemo_config_dir = Path(nemo_config_dir)
+    nemo_config_dir = resolve_nemo_config_dir(nemo_config_dir)
     originals = sorted(nemo_config_dir.glob("*.yaml"))
     if not originals:
         raise FileNotFoundError(f"no NeMo config (*.yaml) found in {nemo_config_dir}")
@@ -152,14 +169,12 @@ def _model_config(cfg: DictConfig) -> DictConfig:
     return model_cfg
 
 
-def nemo_size_config(size: str, nemo_config_dir=DEFAULT_NEMO_CONFIG_DIR) -> DictConfig:
+def nemo_size_config(size: str, nemo_config_dir=None) -> DictConfig:
     """NeMo's original NEST config with the size table's values applied."""
-    cfg = OmegaConf.load(Path(nemo_config_dir) / BASE_CONFIG)
-    s = SIZES[size]
+    cfg = OmegaConf.load(resolve_nemo_config_dir(nemo_config_dir) / BASE_CONFIG)
     with open_dict(cfg):
-        for key in ("d_model", "n_heads", "n_layers", "conv_kernel_size", "xscaling", "use_bias"):
-            cfg.model.encoder[key] = s[key]
-        cfg.model.optim.weight_decay = s["weight_decay"]
+        cfg.model.encoder.update(encoder_overrides(size))
+        cfg.model.optim.weight_decay = NEST_SIZES[size]["weight_decay"]
     return cfg
 
 
@@ -204,10 +219,10 @@ def count_parameters(model) -> Dict[str, int]:
 
 
 def compare_param_counts(
-    sizes: Iterable[str] = tuple(SIZES),
+    sizes: Iterable[str] = tuple(NEST_SIZES),
     extra_configs: Iterable[str] = (),
     our_config_dir=REPO_ROOT / "config",
-    nemo_config_dir=DEFAULT_NEMO_CONFIG_DIR,
+    nemo_config_dir=None,
 ) -> Dict:
     """Parameter counts of our model vs NeMo's per size (and per extra config of ours), per child module."""
     rows = []
@@ -217,41 +232,18 @@ def compare_param_counts(
         rows.append({"name": size, "ours": ours, "nemo": theirs, "ok": ours == theirs})
     for path in extra_configs:
         cfg = load_our_config(path)
-        nemo_cfg = copy.deepcopy(cfg)
-        with open_dict(nemo_cfg):
-            _to_nemo_targets(nemo_cfg)
+        nemo_cfg = to_nemo_targets(cfg)  # NeMo's twin of our config
         ours = count_parameters(build_model(cfg, ours=True))
         theirs = count_parameters(build_model(nemo_cfg, ours=False))
         rows.append({"name": str(path), "ours": ours, "nemo": theirs, "ok": ours == theirs})
     return {"ok": all(r["ok"] for r in rows), "rows": rows}
 
 
-# Our class -> NeMo's class, for building NeMo's twin of one of our configs.
-NEMO_TARGETS = {
-    "nest_ext.modules.ConformerEncoder": "nemo.collections.asr.modules.ConformerEncoder",
-    "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss",
-    "nest_ext.losses.MLMLoss": "nemo.collections.asr.losses.MLMLoss",
-    "nest_ext.modules.RandomProjectionVectorQuantizer": "nemo.collections.asr.modules.RandomProjectionVectorQuantizer",
-}
-
-
-def _to_nemo_targets(node):
-    if isinstance(node, DictConfig):
-        for key in list(node.keys()):
-            if key == "_target_" and node[key] in NEMO_TARGETS:
-                node[key] = NEMO_TARGETS[node[key]]
-            else:
-                _to_nemo_targets(node._get_node(key))
-    elif isinstance(node, ListConfig):
-        for item in node:
-            _to_nemo_targets(item)
-
-
 # --------------------------------------------------------------------------------------------- numbers
 def compare_numbers(
     size: str = "small",
     our_config_dir=REPO_ROOT / "config",
-    nemo_config_dir=DEFAULT_NEMO_CONFIG_DIR,
+    nemo_config_dir=None,
     seed: int = 0,
     atol: float = 1e-4,
 ) -> Dict:

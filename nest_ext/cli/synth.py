@@ -1,13 +1,13 @@
-"""Speech-like and noise signals synthesised from a seed: demo corpora and test audio without downloads.
+"""Speech-like signals synthesised from a seed: the demo corpora and test audio, without downloads.
 
 :func:`speech_like` is a crude source-filter voice: a harmonic glottal source whose pitch follows a
 contour (declination over the phrase, accents, slow jitter), shaped by three formants that move between
 vowel targets syllable by syllable, with noisy fricative bursts and pauses between words. It is not
 speech, but it has speech's structure at the scales a masked-token model sees (pitch harmonics, formant
 bands, 100-300 ms syllables, silences), so spectrogram tokens vary and training loss can fall.
-:func:`noise_like` gives zero-mean coloured noise (white, pink, brown) with an optional mains hum.
+Coloured noise is ``nest_ext.parts.synthetic_noise.noise_like`` (the degradation chain uses it too).
 
-All outputs are float32 [T] in [-1, 1] and depend only on the arguments.
+Outputs are float32 [T] in [-1, 1] and depend only on the arguments.
 
 Example::
 
@@ -16,15 +16,12 @@ Example::
     ((24000,), dtype('float32'), True)
     >>> bool((x == speech_like(1.5, 16000, seed=3)).all())
     True
-    >>> n = noise_like(2.0, 16000, seed=1, color="pink")
-    >>> n.shape, abs(float(n.mean())) < 1e-3
-    ((32000,), True)
 """
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["speech_like", "noise_like", "VOWELS"]
+__all__ = ["speech_like", "VOWELS"]
 
 # (F1, F2, F3) in Hz of a few vowels (adult averages), the formant targets syllables move between
 VOWELS = {
@@ -130,30 +127,3 @@ def speech_like(
 
 def _smooth_columns(x: np.ndarray, width: int) -> np.ndarray:
     return np.stack([_smooth(x[:, j], width) for j in range(x.shape[1])], axis=1)
-
-
-def noise_like(
-    duration: float, sample_rate: int = 16000, seed: int = 0, color: str = "pink", hum_hz: float = 0.0,
-    level: float = 0.3,
-) -> np.ndarray:
-    """Zero-mean coloured noise float32 [round(duration * sample_rate)] with peak ``level``.
-
-    Args:
-        color: ``white``, ``pink`` (1/f power) or ``brown`` (1/f^2 power), shaped in the frequency domain.
-        hum_hz: add a mains hum with harmonics at this frequency (0 = none).
-    """
-    rng = np.random.default_rng(seed)
-    n = int(round(duration * sample_rate))
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
-    f[0] = f[1] if n > 1 else 1.0
-    exponent = {"white": 0.0, "pink": 0.5, "brown": 1.0}
-    if color not in exponent:
-        raise ValueError(f"color must be one of {sorted(exponent)}, got {color!r}")
-    x = np.fft.irfft(spec / f ** exponent[color], n=n)
-    if hum_hz:
-        t = np.arange(n) / sample_rate
-        x = x / (np.std(x) or 1.0) + sum(0.5 / h * np.sin(2 * np.pi * h * hum_hz * t) for h in (1, 2, 3))
-    x -= x.mean()
-    peak = np.max(np.abs(x)) or 1.0
-    return (level * x / peak).astype(np.float32)

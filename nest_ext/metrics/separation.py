@@ -1,8 +1,9 @@
 """Per-utterance speech separation metrics: SI-SDR, SI-SDRi, SDR, SDRi, optional PESQ/STOI.
 
-All numbers come from torchmetrics (``scale_invariant_signal_distortion_ratio``,
-``signal_distortion_ratio``, ``permutation_invariant_training``); this module only aligns the
-estimates with the references and forms the improvements over the unprocessed mixture.
+All numbers come from torchmetrics; SI-SDR is the project's one definition (zero-mean,
+:mod:`nest_ext.metrics.si_sdr`), the same the separation model logs as ``val_sisdr``/``val_sisdri``.
+This module aligns the estimates with the references and forms the improvements over the unprocessed
+mixture.
 
 Shapes:
     estimates ``[S, T]`` (S separated sources), references ``[S, T]``, mixture ``[T]``.
@@ -15,7 +16,7 @@ Shapes:
     * ``sdr``      mean BSS-eval style SDR (torchmetrics, filter length 512)    [dB]
     * ``sdr_i``    ``sdr`` minus mean SDR(mixture, reference)                   [dB]
     * ``pesq`` / ``stoi`` mean over speakers, only when the ``pesq`` / ``pystoi`` packages are
-      importable (PESQ needs 8 or 16 kHz: narrow band at 8 kHz, wide band at 16 kHz).
+      importable (:mod:`nest_ext.metrics.perceptual`; PESQ narrow band at 8 kHz, wide band at 16 kHz).
 
 Example:
     >>> import torch
@@ -29,35 +30,17 @@ Example:
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import Dict, List, Tuple
 
 import torch
-from torchmetrics.functional.audio import (
-    permutation_invariant_training,
-    pit_permutate,
-    scale_invariant_signal_distortion_ratio,
-    signal_distortion_ratio,
-)
+from torchmetrics.functional.audio import signal_distortion_ratio
 
-__all__ = [
-    "available_extra_metrics",
-    "pit_align",
-    "separation_metrics",
-    "SEPARATION_METRIC_NAMES",
-]
+from nest_ext.metrics.perceptual import perceptual_metrics
+from nest_ext.metrics.si_sdr import pit_si_sdr_scores
+
+__all__ = ["pit_align", "separation_metrics", "SEPARATION_METRIC_NAMES"]
 
 SEPARATION_METRIC_NAMES = ("si_sdr", "si_sdr_i", "sdr", "sdr_i")
-
-
-def available_extra_metrics() -> List[str]:
-    """Names of the optional perceptual metrics whose packages are importable (``pesq``, ``stoi``)."""
-    names = []
-    if importlib.util.find_spec("pesq") is not None:
-        names.append("pesq")
-    if importlib.util.find_spec("pystoi") is not None:
-        names.append("stoi")
-    return names
 
 
 def _check_shapes(estimates: torch.Tensor, references: torch.Tensor) -> None:
@@ -75,31 +58,8 @@ def pit_align(estimates: torch.Tensor, references: torch.Tensor) -> Tuple[torch.
     Returns the reordered estimates ``[S, T]`` and the permutation: ``aligned[i] = estimates[perm[i]]``.
     """
     _check_shapes(estimates, references)
-    _, perm = permutation_invariant_training(
-        estimates[None], references[None], scale_invariant_signal_distortion_ratio, mode="speaker-wise", eval_func="max"
-    )
-    aligned = pit_permutate(estimates[None], perm)[0]
-    return aligned, [int(p) for p in perm[0].tolist()]
-
-
-def _perceptual(aligned: torch.Tensor, references: torch.Tensor, sample_rate: int) -> Dict[str, float]:
-    out: Dict[str, float] = {}
-    names = available_extra_metrics()
-    est = aligned.detach().cpu().double().numpy()
-    ref = references.detach().cpu().double().numpy()
-    if "pesq" in names and sample_rate in (8000, 16000):
-        from pesq import pesq
-
-        mode = "nb" if sample_rate == 8000 else "wb"
-        try:
-            out["pesq"] = float(sum(pesq(sample_rate, r, e, mode) for r, e in zip(ref, est)) / len(ref))
-        except Exception:  # PESQ refuses silent/very short input; a missing value beats a crash mid-evaluation
-            out["pesq"] = float("nan")
-    if "stoi" in names:
-        from pystoi import stoi
-
-        out["stoi"] = float(sum(stoi(r, e, sample_rate, extended=False) for r, e in zip(ref, est)) / len(ref))
-    return out
+    perm = pit_si_sdr_scores(estimates[None], references[None]).perm[0].tolist()
+    return estimates[perm], perm
 
 
 def separation_metrics(
@@ -129,21 +89,21 @@ def separation_metrics(
     # float64: SDR solves a 512x512 Toeplitz system; float32 loses ~0.01 dB there
     est = estimates.detach().double().cpu()
     ref = references.detach().double().cpu()
-    mix = mixture.detach().double().cpu().expand_as(ref)
-    aligned, perm = pit_align(est, ref)
+    mix = mixture.detach().double().cpu()
+    scores = pit_si_sdr_scores(est[None], ref[None], mixture=mix[None])
+    perm = [int(p) for p in scores.perm[0].tolist()]
+    aligned = est[perm]
 
-    si_sdr = scale_invariant_signal_distortion_ratio(aligned, ref)
-    si_sdr_mix = scale_invariant_signal_distortion_ratio(mix, ref)
     sdr = signal_distortion_ratio(aligned, ref, filter_length=sdr_filter_length)
-    sdr_mix = signal_distortion_ratio(mix, ref, filter_length=sdr_filter_length)
+    sdr_mix = signal_distortion_ratio(mix.expand_as(ref), ref, filter_length=sdr_filter_length)
     result: Dict[str, object] = {
-        "si_sdr": float(si_sdr.mean()),
-        "si_sdr_i": float((si_sdr - si_sdr_mix).mean()),
+        "si_sdr": float(scores.si_sdr.mean()),
+        "si_sdr_i": float(scores.improvement.mean()),
         "sdr": float(sdr.mean()),
         "sdr_i": float((sdr - sdr_mix).mean()),
         "perm": perm,
-        "si_sdr_per_source": [float(v) for v in si_sdr],
+        "si_sdr_per_source": [float(v) for v in scores.si_sdr[0]],
     }
     if extra:
-        result.update(_perceptual(aligned, ref, sample_rate))
+        result.update(perceptual_metrics(aligned, ref, sample_rate))
     return result

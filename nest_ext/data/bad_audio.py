@@ -1,16 +1,15 @@
-"""Fast checks of audio files named in manifests, and reporting of bad audio by path and manifest line.
+"""Bad audio in manifests: fast header checks, and one report of bad files by path and manifest line.
 
 Training runs last days; a missing, corrupt, empty or too-short file must be found early (a header read
 with ``soundfile.info``, no decoding) or, failing that, when it is loaded, and be reported by path and
 manifest line, counted and skipped -- or raise at once when the user asked for ``on_bad_audio: error``.
+Reading itself, and the one ``BadAudioError``, are in :mod:`nest_ext.data.audio_io`.
 
 Example::
 
     >>> import numpy as np, soundfile as sf, tempfile, os
     >>> d = tempfile.mkdtemp()
     >>> sf.write(os.path.join(d, 'a.wav'), np.zeros(1600, dtype='float32'), 16000)
-    >>> read_audio_info(os.path.join(d, 'a.wav'))
-    AudioInfo(frames=1600, samplerate=16000, channels=1)
     >>> check_audio_file(os.path.join(d, 'missing.wav'))
     'missing file'
     >>> check_audio_file(os.path.join(d, 'a.wav'), min_duration=1.0)
@@ -23,15 +22,13 @@ import logging as _pylogging
 import os
 import threading
 from array import array
-from collections import Counter, namedtuple
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-import soundfile as sf
+from nest_ext.data.audio_io import AudioInfo, BadAudioError, read_audio_info
 
 __all__ = [
-    "AudioInfo",
-    "BadAudioError",
     "BadAudioReport",
     "ManifestLines",
     "ON_BAD_AUDIO_CHOICES",
@@ -39,7 +36,6 @@ __all__ = [
     "check_audio_info",
     "check_audio_files",
     "get_on_bad_audio",
-    "read_audio_info",
 ]
 
 ON_BAD_AUDIO_CHOICES = ("skip", "error")
@@ -47,7 +43,13 @@ ON_BAD_AUDIO_CHOICES = ("skip", "error")
 # Audio shorter than min_duration by less than this is not "too short": manifest durations are rounded.
 TOO_SHORT_TOLERANCE_S = 0.05
 
-AudioInfo = namedtuple("AudioInfo", "frames samplerate channels")
+# Header checks: one thread per FILES_PER_THREAD files, at most MAX_CHECK_THREADS (and 4 per CPU); fewer
+# than FILES_PER_THREAD files are checked in the calling thread.
+FILES_PER_THREAD = 64
+MAX_CHECK_THREADS = 16
+
+# BadAudioReport keeps the first MAX_REPORT_ENTRIES entries for inspection; it counts all of them.
+MAX_REPORT_ENTRIES = 1000
 
 
 def _log():
@@ -60,15 +62,25 @@ def _log():
         return _pylogging.getLogger("nest_ext")
 
 
-class BadAudioError(RuntimeError):
-    """An audio file that cannot be used; the message names the file, the reason and where it was listed."""
+def _checked_policy(value) -> str:
+    if value not in ON_BAD_AUDIO_CHOICES:
+        raise ValueError(f"on_bad_audio must be one of {ON_BAD_AUDIO_CHOICES}, got {value!r}")
+    return value
 
-    def __init__(self, path, reason: str, where: Optional[str] = None):
-        self.path = path
-        self.reason = reason
-        self.where = where
-        loc = f" (listed at {where})" if where else ""
-        super().__init__(f"bad audio {path}{loc}: {reason}")
+
+class _PicklesWithoutLock:
+    """For classes that guard their state with ``self._lock`` (a ``threading.Lock``, which cannot be pickled):
+    DataLoader workers started with 'spawn' pickle the dataset and everything it holds, so the lock is
+    left out when pickling and a new one is made when unpickling."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 def get_on_bad_audio(config) -> str:
@@ -78,32 +90,7 @@ def get_on_bad_audio(config) -> str:
     key-for-key equal to NeMo's.
     """
     value = config.get("on_bad_audio", "skip") if config is not None else "skip"
-    value = "skip" if value is None else str(value).lower()
-    if value not in ON_BAD_AUDIO_CHOICES:
-        raise ValueError(f"on_bad_audio must be one of {ON_BAD_AUDIO_CHOICES}, got {value!r}")
-    return value
-
-
-def read_audio_info(path: str) -> AudioInfo:
-    """Header of an audio file (frames, sample rate, channels) without decoding it.
-
-    Raises:
-        BadAudioError: the file is missing, has zero bytes, or its header cannot be read.
-    """
-    if not isinstance(path, str):
-        # file-like objects (tar members) are read by the caller
-        raise TypeError(f"read_audio_info expects a path, got {type(path)}")
-    try:
-        size = os.path.getsize(path)
-    except OSError:
-        raise BadAudioError(path, "missing file") from None
-    if size == 0:
-        raise BadAudioError(path, "empty file (0 bytes)")
-    try:
-        info = sf.info(path)
-    except Exception as e:  # libsndfile reports corrupt headers and unknown formats alike
-        raise BadAudioError(path, f"unreadable audio header ({type(e).__name__}: {e})") from None
-    return AudioInfo(int(info.frames), int(info.samplerate), int(info.channels))
+    return _checked_policy("skip" if value is None else str(value).lower())
 
 
 def check_audio_info(
@@ -151,7 +138,7 @@ def check_audio_files(paths: Iterable[str], num_threads: Optional[int] = None) -
     the GIL). Returns ``{path: AudioInfo}`` for readable files and ``{path: reason}`` for the others."""
     unique = list(dict.fromkeys(paths))
     if num_threads is None:
-        num_threads = min(16, max(1, len(unique) // 64 + 1), (os.cpu_count() or 1) * 4)
+        num_threads = min(MAX_CHECK_THREADS, len(unique) // FILES_PER_THREAD + 1, (os.cpu_count() or 1) * 4)
 
     def one(p):
         try:
@@ -159,13 +146,13 @@ def check_audio_files(paths: Iterable[str], num_threads: Optional[int] = None) -
         except BadAudioError as e:
             return p, e.reason
 
-    if num_threads <= 1 or len(unique) < 64:
+    if num_threads <= 1 or len(unique) < FILES_PER_THREAD:
         return dict(one(p) for p in unique)
     with ThreadPoolExecutor(max_workers=num_threads) as pool:
-        return dict(pool.map(one, unique, chunksize=64))
+        return dict(pool.map(one, unique, chunksize=FILES_PER_THREAD))
 
 
-class ManifestLines:
+class ManifestLines(_PicklesWithoutLock):
     """Maps NeMo's manifest entry ids (the running count of non-empty lines over all manifest files, as
     ``nemo.collections.common.parts.preprocessing.manifest.item_iter`` numbers them) to ``file:line``.
 
@@ -188,15 +175,6 @@ class ManifestLines:
         self.files: List[str] = [str(f) for f in manifest_files]
         self._starts: Optional[List[int]] = None
         self._lines = array("q")
-        self._lock = threading.Lock()
-
-    def __getstate__(self):  # picklable for DataLoader workers started with 'spawn'
-        state = self.__dict__.copy()
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     def _build(self):
@@ -225,12 +203,15 @@ class ManifestLines:
         return f"{', '.join(self.files)} (entry #{entry_id})"
 
 
-class BadAudioReport:
-    """Logs each bad file once, by path and manifest line, counts them by reason, and applies the policy.
+class BadAudioReport(_PicklesWithoutLock):
+    """Logs each bad entry it is given by path and manifest line, counts them by reason, and applies the policy.
+
+    Callers give each entry once (the datasets remember which items failed).
 
     Args:
         on_bad_audio: ``'skip'`` (log, count, go on) or ``'error'`` (raise ``BadAudioError`` at once).
         name: what the report is about (shown in the summary), e.g. the manifest path.
+        logger: where skipped entries are logged; NeMo's logger by default.
 
     Example::
 
@@ -240,23 +221,13 @@ class BadAudioReport:
         (1, {'missing file': 1})
     """
 
-    def __init__(self, on_bad_audio: str = "skip", name: str = ""):
-        if on_bad_audio not in ON_BAD_AUDIO_CHOICES:
-            raise ValueError(f"on_bad_audio must be one of {ON_BAD_AUDIO_CHOICES}, got {on_bad_audio!r}")
-        self.on_bad_audio = on_bad_audio
+    def __init__(self, on_bad_audio: str = "skip", name: str = "", logger: Optional[_pylogging.Logger] = None):
+        self.on_bad_audio = _checked_policy(on_bad_audio)
         self.name = name
+        self.logger = logger
         self.count = 0
         self.by_reason: Counter = Counter()
-        self.entries: List[tuple] = []  # (path, reason, where, stage); the first few hundred only
-        self._lock = threading.Lock()
-
-    def __getstate__(self):  # picklable for DataLoader workers started with 'spawn'
-        state = self.__dict__.copy()
-        state.pop("_lock")
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+        self.entries: List[tuple] = []  # (path, reason, where, stage); the first MAX_REPORT_ENTRIES only
         self._lock = threading.Lock()
 
     def add(self, path, reason: str, where: Optional[str] = None, stage: str = "load"):
@@ -267,9 +238,9 @@ class BadAudioReport:
         with self._lock:
             self.count += 1
             self.by_reason[reason.split(":")[0]] += 1
-            if len(self.entries) < 1000:
+            if len(self.entries) < MAX_REPORT_ENTRIES:
                 self.entries.append((path, reason, where, stage))
-        _log().warning(f"Skipping {err} [found at {stage}; {self.count} bad so far in {self.name or 'dataset'}]")
+        (self.logger or _log()).warning(f"Skipping {err} [found at {stage}; {self.count} bad so far in {self.name or 'dataset'}]")
 
     def summary(self) -> str:
         if not self.count:

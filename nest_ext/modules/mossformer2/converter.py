@@ -12,19 +12,23 @@ This is the only module of the project that knows the official parameter names. 
   raising :class:`MossFormer2CheckpointError` with the full lists of unknown, missing and mismatched
   keys.
 
-Example:
-    >>> import torch
-    >>> from nest_ext.parts.mossformer2_converter import (
-    ...     architecture_from_checkpoint, load_official_state_dict, official_to_ours)
-    >>> ckpt = torch.load("official.pt", map_location="cpu")            # doctest: +SKIP
-    >>> arch = architecture_from_checkpoint(ckpt)                        # doctest: +SKIP
-    >>> ours = official_to_ours(load_official_state_dict(ckpt), arch)    # doctest: +SKIP
-    >>> MossFormer2(**arch).load_state_dict(ours)                        # doctest: +SKIP
+Example (an official file: ``ckpt = torch.load("official.pt", map_location="cpu")``, then
+``arch = architecture_from_checkpoint(ckpt)``, ``MossFormer2(**arch).load_state_dict(official_to_ours(
+load_official_state_dict(ckpt), arch))``; ``tools/convert_mossformer2_checkpoint.py`` does this)::
+
+    >>> official_to_ours_name("enc.conv1d.weight"), official_to_ours_name("dec.weight")
+    ('encoder.conv.weight', 'decoder.deconv.weight')
+    >>> official_to_ours_name("mask_net.mdl.intra_mdl.mossformerM.layers.3.to_qk.mdl.1.weight")
+    'masker.layers.3.attention.to_qk.linear.weight'
+    >>> official_to_ours_name("not.an.official.key") is None
+    True
 """
 import re
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
+
+from nest_ext.modules.mossformer2.mossformer2 import MossFormer2
 
 __all__ = [
     "ARCHITECTURE_KEYS",
@@ -54,6 +58,19 @@ class MossFormer2CheckpointError(ValueError):
         self.unknown = list(unknown)
         self.missing = list(missing)
         self.mismatched = list(mismatched)
+
+
+def key_report(header: str, unknown=(), missing=(), mismatched=(), missing_note: str = "") -> str:
+    """``header`` and one line per non-empty list: unknown keys, missing keys (``missing_note`` after the
+    word), shape mismatches."""
+    parts = [header]
+    if unknown:
+        parts.append(f"{len(unknown)} unknown key(s): " + ", ".join(unknown))
+    if missing:
+        parts.append(f"{len(missing)} missing key(s){missing_note}: " + ", ".join(missing))
+    if mismatched:
+        parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched))
+    return "\n".join(parts)
 
 
 def _sub(template: str) -> Callable[[re.Match], str]:
@@ -212,8 +229,6 @@ def official_to_ours(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, 
     compatible shapes; otherwise :class:`MossFormer2CheckpointError` lists all unknown, missing and
     mismatched keys at once. Tensors are not copied unless a reshape needs it.
     """
-    from nest_ext.modules.mossformer2 import MossFormer2
-
     with torch.device("meta"):
         expected = MossFormer2(**arch, **model_kwargs).state_dict()
     ours: Dict[str, torch.Tensor] = {}
@@ -231,12 +246,7 @@ def official_to_ours(state_dict: Mapping[str, torch.Tensor], arch: Mapping[str, 
         ours[target] = fitted
     missing = [k for k in expected if k not in ours and k not in mismatched_targets]
     if unknown or missing or mismatched:
-        parts = [f"official MossFormer2 state dict does not fit the architecture {dict(arch)}:"]
-        if unknown:
-            parts.append(f"{len(unknown)} unknown key(s): " + ", ".join(unknown))
-        if missing:
-            parts.append(f"{len(missing)} missing key(s) (our names): " + ", ".join(missing))
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es): " + "; ".join(mismatched))
-        raise MossFormer2CheckpointError("\n".join(parts), unknown, missing, mismatched)
+        header = f"official MossFormer2 state dict does not fit the architecture {dict(arch)}:"
+        raise MossFormer2CheckpointError(key_report(header, unknown, missing, mismatched, " (our names)"), unknown,
+                                         missing, mismatched)
     return ours

@@ -1,0 +1,69 @@
+"""Separate mixtures with a MossFormer2 `.nemo` model: one 32-bit float WAV per speaker.
+
+    nest-separate --model MODEL.nemo --out-dir out/ mix1.wav [mix2.wav ...]
+    python tools/separate.py --model MODEL.nemo --out-dir out/ mix1.wav ...   # the same from a checkout
+
+writes `out/mix1_s1.wav ... out/mix1_sN.wav` at the model's sample rate (`--output-dir` is the older spelling of
+`--out-dir`). Input at another rate is resampled (soxr HQ, `nest_ext.data.audio_io.resample`, as
+evaluate_separation does). Multi-channel input is refused unless `--channel N` picks a channel.
+`--chunk-seconds S` separates long recordings in overlapping chunks (bounded memory).
+`--precision {fp32,bf16,int8}`: inference precision (speed and SI-SDRi cost in docs/benchmarks.md).
+Exit status: 0 when every file was separated, 1 when any input was refused or failed (each named).
+"""
+from nest_ext.cli.conventions import (
+    EXIT_FAILED, CliError, add_device, add_out_dir, error, make_parser, require_files, resolve_device, setup_logging,
+)
+
+
+def build_parser():
+    parser = make_parser(__doc__)
+    parser.add_argument("--model", required=True, metavar="NEMO", help="MossFormer2SeparationModel .nemo file")
+    add_out_dir(parser, "--output-dir", help="folder for <stem>_s1.wav ... <stem>_sN.wav")
+    parser.add_argument("inputs", nargs="+", metavar="MIXTURE", help="mixture audio files")
+    parser.add_argument("--channel", type=int, default=None, metavar="N",
+                        help="channel of multi-channel inputs to separate (0-based)")
+    parser.add_argument("--chunk-seconds", type=float, default=None, metavar="S",
+                        help="separate in overlapping chunks of S seconds (long inputs, bounded memory)")
+    add_device(parser)
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                        help="inference precision (nest_ext.modules.mossformer2.inference; int8: CPU only)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        require_files(*args.inputs, code=EXIT_FAILED)
+        require_files(args.model, code=EXIT_FAILED)
+        device = resolve_device(args.device)
+    except CliError as e:
+        return error(e.message, e.code)
+
+    import torch
+
+    from nest_ext.models.mossformer2_separation import MossFormer2SeparationModel
+    from nest_ext.modules.mossformer2.inference import inference_precision, prepare_for_inference
+
+    model = MossFormer2SeparationModel.restore_from(args.model, map_location=torch.device(device))
+    try:
+        model = prepare_for_inference(model, args.precision, inplace=True)
+    except ValueError as err:  # int8 on a GPU
+        return error(err)
+    failures = 0
+    for path in args.inputs:
+        try:
+            with inference_precision(args.precision, torch.device(device).type):
+                (written,) = model.process(
+                    [path], args.out_dir, input_channel_selector=args.channel, chunk_seconds=args.chunk_seconds
+                )
+        except ValueError as err:  # BadAudioError (unreadable, empty), multi-channel without --channel: named
+            error(err)
+            failures += 1
+            continue
+        print(f"{path} -> {', '.join(written)}")
+    return EXIT_FAILED if failures else 0
+
+
+if __name__ == "__main__":  # python -m nest_ext.cli.separate
+    raise SystemExit(main())

@@ -1,0 +1,35 @@
+"""Single-channel audio batches of NeMo audio-to-audio models: the neural types and the ``[B, 1, T] | [B, T]`` rule.
+
+Example:
+    >>> import torch
+    >>> as_mono_batch(torch.zeros(2, 1, 5)).shape, as_mono_batch(torch.zeros(2, 5)).shape
+    (torch.Size([2, 5]), torch.Size([2, 5]))
+    >>> sorted(mono_audio_types(16000, "input"))
+    ['input_length', 'input_signal']
+"""
+from typing import Dict
+
+import torch
+
+__all__ = ["as_mono_batch", "mono_audio_types"]
+
+
+def mono_audio_types(sample_rate: int, prefix: str) -> Dict[str, "NeuralType"]:  # noqa: F821
+    """``{prefix}_signal`` ``[B, C, T]`` at ``sample_rate`` and optional ``{prefix}_length`` ``[B]``."""
+    from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
+
+    return {
+        f"{prefix}_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=sample_rate)),
+        f"{prefix}_length": NeuralType(tuple("B"), LengthsType(), optional=True),
+    }
+
+
+def as_mono_batch(signal: torch.Tensor) -> torch.Tensor:
+    """``[B, 1, T]`` or ``[B, T]`` -> ``[B, T]``; anything else raises ``ValueError`` naming the shape."""
+    if signal.ndim == 3:
+        if signal.size(1) != 1:
+            raise ValueError(f"expected single-channel audio [B, 1, T], got {tuple(signal.shape)}")
+        return signal[:, 0]
+    if signal.ndim != 2:
+        raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(signal.shape)}")
+    return signal
