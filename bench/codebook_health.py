@@ -14,22 +14,16 @@ mask of the masks) and :meth:`CodebookHealthMonitor.update` (one ``bincount``); 
     python bench/codebook_health.py            # batch 8 x 2-6 s, 4 alternating rounds
     python bench/codebook_health.py --quick
 """
-import argparse
 import statistics
 
 import torch
 
-from quantizer import build_nest_small, make_batch, timed, train_step  # bench/ is the script's folder, on sys.path
+from quantizer import batch_parser, build_nest_small, make_batch, timed, train_step  # bench/ is the script's folder, on sys.path
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=6.0)
-    p.add_argument("--rounds", type=int, default=4)
+    p = batch_parser(__doc__, rounds=4)
     p.add_argument("--window", type=int, default=100, help="every_n_steps: end_window's cost is shared by this many steps")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.rounds = 4, 2

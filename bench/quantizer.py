@@ -22,6 +22,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 
+def batch_parser(doc: str, rounds: int) -> argparse.ArgumentParser:
+    """The options both NEST-target benches share: the batch, the rounds, the threads, --quick."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=6.0, help="longest utterance; the shortest is a third of it")
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true")
+    return p
+
+
 def build_nest_small(size="nest_fast-conformer_small"):
     """Our NEST model from a config in config/ (no data), seeded."""
     from omegaconf import open_dict
@@ -85,13 +96,8 @@ def largest_tensor(fn, *args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=6.0, help="longest utterance; the shortest is a third of it")
-    p.add_argument("--rounds", type=int, default=5)
+    p = batch_parser(__doc__, rounds=5)
     p.add_argument("--steps", type=int, default=3, help="training steps timed for the share of a step")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
         args.batch, args.rounds, args.steps = 4, 3, 1
