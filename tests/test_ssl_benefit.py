@@ -27,6 +27,7 @@ def _set(root, name, n, seed):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # ~85 CPU-s, 4 NeMo start-ups: 1-2 min on 2 idle cores, 10 min under a load of 15
 def test_pipeline_runs_and_nest_encoder_is_loaded(tmp_path):
     data = {name: _set(tmp_path / "data", name, n, seed) for name, n, seed in
             (("unlabelled", 8, 1), ("train", 6, 2), ("dev", 2, 3), ("test", 3, 4))}
