@@ -39,7 +39,7 @@ def _fresh_cache(ours):
 
 @pytest.fixture
 def nemo_log(caplog):
-    """NeMo's logger does not propagate to the root logger; hook pytest's capture handler onto it."""
+    """Warnings of NeMo (its logger does not propagate: hook the capture handler onto it) and ours (nest_ext.*)."""
     logger = logging.getLogger("nemo_logger")
     logger.addHandler(caplog.handler)
     caplog.set_level(logging.WARNING)

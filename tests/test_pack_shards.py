@@ -390,7 +390,7 @@ def test_wenet_format_refuses_separation_examples(tmp_path):
 
     writer = get_writer("wenet")(str(tmp_path), 0)
     a = EncodedAudio(b"x", "wav", 1, 8000, 1)
-    with pytest.raises(PackingError, match="one audio per utterance"):
+    with pytest.raises(PackingError, match="stores one audio per example; item 'ex1' has mixture, s1"):
         writer.add(ShardItem("ex1", {"mixture": a, "s1": a}))
     writer.abort()
     assert not list(tmp_path.iterdir()) or not list(tmp_path.rglob("*.tar"))

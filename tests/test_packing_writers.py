@@ -15,7 +15,8 @@ from test_pack_shards import _make_kaldi_dir, _read_tar, _temps, _tree
 
 
 class WenetWriter(ShardWriter):
-    """WeNet/MooER layout: ``shards_{i:09d}.tar`` with ``KEY.wav`` + ``KEY.txt`` members, listed in ``data.list``."""
+    """A format written outside the package (here a minimal WeNet-like layout: ``shards_{i:09d}.tar`` with
+    ``KEY.wav`` + ``KEY.txt`` members, listed in ``data.list``; the package's own is ``--format wenet``)."""
 
     name = "wenet-test"
     index_files = ("data.list",)
@@ -80,7 +81,7 @@ def test_registered_writer_plugs_in_without_driver_change(tmp_path, wenet_format
 
 
 def test_unknown_format_names_the_registered_ones(tmp_path, wenet_format):
-    with pytest.raises(PackingError, match=r"\('nemo', 'lhotse-shar', 'wenet-test'\)"):
+    with pytest.raises(PackingError, match=r"\('nemo', 'lhotse-shar', 'wenet', 'wenet-test'\)"):
         pack_shards(out_dir=str(tmp_path), wav_scp="x", format="kaldi-ark", progress=False)
 
 
@@ -96,7 +97,6 @@ def test_single_audio_format_rejects_a_multi_payload_item_and_leaves_nothing(tmp
 def test_nemo_writer_stores_each_payload_of_a_multi_payload_item(tmp_path):
     a = EncodedAudio(b"RIFF", "wav", 4, 8000, 1)
     w = NemoShardWriter(str(tmp_path), 0)
-    (tmp_path / "sharded_manifests").mkdir()
     item = ShardItem("ex1", {"mixture": a, "s1": a, "s2": a}, input_id="ex.1")
     item.meta = {"input_filepath": item.member_name("mixture"), "target_filepath": ["ex1.s1.wav", "ex1.s2.wav"]}
     w.add(item)

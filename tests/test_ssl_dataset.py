@@ -62,7 +62,7 @@ def _fresh_cache():
 
 @pytest.fixture
 def nemo_log(caplog):
-    logger = logging.getLogger("nemo_logger")  # NeMo's logger does not propagate to the root logger
+    logger = logging.getLogger("nemo_logger")  # NeMo's does not propagate; ours (nest_ext.*) reach caplog anyway
     logger.addHandler(caplog.handler)
     caplog.set_level(logging.WARNING)
     yield caplog

@@ -1,5 +1,6 @@
 """NEST model: NeMo's loss on the same batch and weights, our data path, the encoder toggle, .nemo round trip."""
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -174,11 +175,10 @@ def test_lhotse_path_uses_our_lhotse_dataset(data):
     assert not torch.equal(batch.audio, batch.noisy_audio)  # noise was mixed in (augmentor prob 1)
 
 
-def test_encoder_choice_is_logged_and_leaves_other_encoders(monkeypatch):
+def test_encoder_choice_is_logged_and_leaves_other_encoders(caplog):
     from nest_ext.parts import encoder_choice
 
-    said = []
-    monkeypatch.setattr(encoder_choice, "_log", lambda msg, warning=False: said.append((msg, warning)))
+    caplog.set_level(logging.INFO, logger=encoder_choice.__name__)
     cfg = OmegaConf.create({"encoder": {"_target_": OUR_CONFORMER, "d_model": 8}})
     on = encoder_choice.apply_encoder_choice(cfg, env={"USE_NEMO_CONFORMER": "Yes"})
     assert on.encoder._target_ == NEMO_CONFORMER and cfg.encoder._target_ == OUR_CONFORMER
@@ -187,6 +187,41 @@ def test_encoder_choice_is_logged_and_leaves_other_encoders(monkeypatch):
     assert encoder_choice.apply_encoder_choice(nemos, env={}).encoder._target_ == OUR_CONFORMER
     other = OmegaConf.create({"encoder": {"_target_": "nemo.collections.asr.modules.SqueezeformerEncoder"}})
     assert encoder_choice.apply_encoder_choice(other, env={"USE_NEMO_CONFORMER": "1"}) == other
+    said = [(r.getMessage(), r.levelno == logging.WARNING) for r in caplog.records if r.name == encoder_choice.__name__]
     assert [w for _, w in said] == [False, False, False, True]
     assert "USE_NEMO_CONFORMER is set" in said[0][0] and NEMO_CONFORMER in said[0][0]
     assert "SqueezeformerEncoder" in said[3][0]
+
+
+def _fit_losses(cfg, precision, steps=3):
+    """Training losses of ``steps`` Lightning steps of a fresh model (same seed, same batches)."""
+    import lightning.pytorch as pl
+
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].detach())
+
+    torch.manual_seed(0)
+    model = ours_class()(cfg=copy.deepcopy(cfg))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, max_steps=steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[Record()])
+    torch.manual_seed(1)
+    trainer.fit(model)
+    return losses
+
+
+def test_training_steps_under_bf16_mixed_are_finite_fp32_losses_close_to_fp32(data):
+    """trainer.precision=bf16-mixed on CPU: the tiny NEST trains, the loss is computed in float32, and the
+    losses stay close to the fp32 run's (same weights, batches, masks)."""
+    manifest, noise = data
+    cfg = tiny_cfg(manifest, noise)
+    with open_dict(cfg):
+        cfg.train_ds.batch_augmentor.prob = 0.0  # the noise draw is seeded, but keep the comparison about precision
+    fp32, bf16 = _fit_losses(cfg, "32-true"), _fit_losses(cfg, "bf16-mixed")
+    assert len(fp32) == len(bf16) == 3
+    assert all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in bf16)
+    for a, b in zip(fp32, bf16):
+        assert abs(a.item() - b.item()) <= 0.05 * abs(a.item()), (fp32, bf16)

@@ -115,6 +115,10 @@ def run(cfg: DictConfig) -> None:
     check_required_values(cfg)
     import lightning.pytorch as pl
 
+    from nest_ext.parts.logs import route_to_nemo_logger
+
+    route_to_nemo_logger()  # our lines beside NeMo's: its console and exp_manager's log files
+
     from nemo.utils import logging
     from nemo.utils.exp_manager import exp_manager
 

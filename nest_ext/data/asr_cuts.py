@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import re
 from typing import Iterator, Optional, Union
@@ -40,6 +41,8 @@ from typing import Iterator, Optional, Union
 from nest_ext.data.wenet_shards import DATA_LIST, wenet_cuts
 from nest_ext.data.audio_io import BadAudioError, read_audio_info
 from nest_ext.data.bad_audio import BadAudioReport, check_audio_info
+
+logger = logging.getLogger(__name__)
 
 LAYOUTS = ("nemo-manifest", "nemo-tarred", "lhotse-shar", "wenet")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
@@ -125,9 +128,7 @@ def _nemo_tarred_cuts(folder: str, train: bool, shard_seed):
 def _has_transcript(cut) -> bool:
     if cut.supervisions and cut.supervisions[0].text is not None:
         return True
-    from nemo.utils import logging
-
-    logging.warning(f"Skipping {cut.id}: no transcript")
+    logger.warning(f"Skipping {cut.id}: no transcript")
     return False
 
 

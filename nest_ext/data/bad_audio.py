@@ -18,7 +18,7 @@ Example::
 from __future__ import annotations
 
 import bisect
-import logging as _pylogging
+import logging
 import os
 import threading
 from array import array
@@ -48,18 +48,10 @@ TOO_SHORT_TOLERANCE_S = 0.05
 FILES_PER_THREAD = 64
 MAX_CHECK_THREADS = 16
 
+logger = logging.getLogger(__name__)
+
 # BadAudioReport keeps the first MAX_REPORT_ENTRIES entries for inspection; it counts all of them.
 MAX_REPORT_ENTRIES = 1000
-
-
-def _log():
-    # NeMo's logger when available (same formatting as NeMo's own warnings); plain logging otherwise.
-    try:
-        from nemo.utils import logging as nemo_logging
-
-        return nemo_logging
-    except Exception:  # pragma: no cover - NeMo is a dependency, this is only a fallback
-        return _pylogging.getLogger("nest_ext")
 
 
 def _checked_policy(value) -> str:
@@ -211,7 +203,7 @@ class BadAudioReport(_PicklesWithoutLock):
     Args:
         on_bad_audio: ``'skip'`` (log, count, go on) or ``'error'`` (raise ``BadAudioError`` at once).
         name: what the report is about (shown in the summary), e.g. the manifest path.
-        logger: where skipped entries are logged; NeMo's logger by default.
+        logger: where skipped entries are logged; this module's logger (``nest_ext.data.bad_audio``) by default.
 
     Example::
 
@@ -221,7 +213,7 @@ class BadAudioReport(_PicklesWithoutLock):
         (1, {'missing file': 1})
     """
 
-    def __init__(self, on_bad_audio: str = "skip", name: str = "", logger: Optional[_pylogging.Logger] = None):
+    def __init__(self, on_bad_audio: str = "skip", name: str = "", logger: Optional[logging.Logger] = None):
         self.on_bad_audio = _checked_policy(on_bad_audio)
         self.name = name
         self.logger = logger
@@ -240,7 +232,7 @@ class BadAudioReport(_PicklesWithoutLock):
             self.by_reason[reason.split(":")[0]] += 1
             if len(self.entries) < MAX_REPORT_ENTRIES:
                 self.entries.append((path, reason, where, stage))
-        (self.logger or _log()).warning(f"Skipping {err} [found at {stage}; {self.count} bad so far in {self.name or 'dataset'}]")
+        (self.logger or logger).warning(f"Skipping {err} [found at {stage}; {self.count} bad so far in {self.name or 'dataset'}]")
 
     def summary(self) -> str:
         if not self.count:

@@ -29,6 +29,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from typing import Any, Dict, List, Optional, Union
@@ -38,6 +39,8 @@ import soundfile as sf
 import torch
 
 from nest_ext.data.audio_io import AudioInfo, BadAudioError, read_audio_info
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "SILENCE_ENERGY",
@@ -60,12 +63,6 @@ _RESAMPLE_MARGIN_S = 0.05
 
 _INFO_CACHE: Dict[str, Union[AudioInfo, str]] = {}
 _CACHE_LOCK = threading.Lock()
-
-
-def _logging():
-    from nemo.utils import logging
-
-    return logging
 
 
 def cached_audio_info(path: str) -> AudioInfo:
@@ -138,7 +135,7 @@ def _read_segment(path: str, sample_rate: int, offset: Optional[float], duration
     if 0 < info.frames <= start:
         # The manifest's duration/offset runs past the file (NeMo's seek fails here); keep the last span
         # that exists rather than drop the file.
-        _logging().warning(
+        logger.warning(
             f"Noise file {path}: offset {offset:.3f} s is past its end ({info.frames / sr:.3f} s); "
             f"the manifest's duration is wrong. Using the end of the file."
         )
@@ -167,7 +164,7 @@ def _read_with_retries(path, sample_rate, offset, duration, max_len, max_trial):
         except Exception as e:  # libsndfile / OS errors while reading data
             last = e
         if attempt == 1 and attempts > 1:
-            _logging().warning(f"Could not read noise file {path} ({last}); retrying up to {attempts - 1} times.")
+            logger.warning(f"Could not read noise file {path} ({last}); retrying up to {attempts - 1} times.")
     mark_unreadable(path, str(last))
     raise BadAudioError(path, f"unreadable after {attempts} attempt(s): {last}")
 
@@ -222,7 +219,7 @@ def load_noise_audio(
             # NeMo would re-draw (and re-read) max_trial - 1 more offsets of this silent noise before adding
             # white noise. Draw them without reading, so later items keep NeMo's random stream.
             np.random.uniform(0, duration - max_dur, size=max_trial - 1)
-        _logging().warning(
+        logger.warning(
             f"Noise segment of {path} at offset={offset}, duration={max_dur} is silent; adding white noise."
         )
         WhiteNoisePerturbation(min_level=min_white_noise_db, max_level=max_white_noise_db).perturb(segment)
@@ -261,9 +258,9 @@ def sample_noise(noise_data: List[Dict], sample_rate: int, max_audio_len: int | 
         try:
             return load_noise_audio(noise_sample, sample_rate, max_audio_len)
         except Exception as e:
-            _logging().warning(
+            logger.warning(
                 f"Could not load noise file {noise_sample.get('audio_filepath')} ({e}); "
                 f"picking another noise file ({cnt}/{max_trial})."
             )
-    _logging().warning(f"Failed to load noise audio after {max_trial} attempts, returning zero noise.")
+    logger.warning(f"Failed to load noise audio after {max_trial} attempts, returning zero noise.")
     return torch.zeros(zeros_len).float(), torch.tensor(zeros_len).long()

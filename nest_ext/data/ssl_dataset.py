@@ -39,6 +39,7 @@ Example (tensor shapes: ``audio``/``noise``/``noisy_audio`` [B, T], lengths [B])
 from __future__ import annotations
 
 import copy
+import logging
 from contextlib import nullcontext
 import io
 import json
@@ -57,11 +58,12 @@ from nemo.collections.asr.parts.preprocessing.segment import AudioSegment
 from nemo.collections.common.data.dataset import ConcatDataset
 from nemo.collections.common.parts.preprocessing.manifest import get_full_path
 from nemo.core.classes import Serialization
-from nemo.utils import logging
 
 from nest_ext.data.audio_io import BadAudioError
 from nest_ext.data.bad_audio import BadAudioReport, ManifestLines, check_audio_files, check_audio_info, get_on_bad_audio
 from nest_ext.data.noise_sampling import prime_audio_info, sample_noise
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AudioNoiseBatch",
@@ -143,7 +145,7 @@ def load_noise_manifest(
             f"fix it or set noise_manifest to null"
         )
     if report.count:
-        logging.warning(report.summary())
+        logger.warning(report.summary())
     return entries
 
 
@@ -154,9 +156,17 @@ def _paths_of(audio_file) -> List[str]:
 class _BadAudioMixin:
     """Construction, start-up check and load-time reporting shared by the manifest and tarred datasets."""
 
-    def _init_nest_dataset(
-        self, noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio,
-        check_audio_at_start, kwargs,
+    checks_entries_at_start = False  # header-check every manifest entry when built (manifest datasets)
+
+    def __init__(
+        self,
+        noise_manifest: str | None = None,
+        batch_augmentor: Any | None = None,
+        min_audio_len_secs: float = 1.0,
+        pad_audio_mode: str = "repeat",
+        on_bad_audio: str = "skip",
+        check_audio_at_start: bool = True,
+        **kwargs,
     ):
         """NeMo's constructor (``kwargs``: its dataset arguments) without its noise manifest, which it reads
         unchecked; then our bad-audio report and the noise manifest, loaded and checked."""
@@ -176,6 +186,9 @@ class _BadAudioMixin:
         self.bad_audio = BadAudioReport(on_bad_audio, name=", ".join(self._lines.files))
         self.noise_manifest = noise_manifest
         self.noise_data = load_noise_manifest(noise_manifest, on_bad_audio, check_audio=check_audio_at_start)
+        if check_audio_at_start and self.checks_entries_at_start:
+            self._check_collection_at_start(kwargs.get("min_duration"))
+        self._fail_if_empty()
 
     def _where(self, entry) -> str:
         return self._lines.where(getattr(entry, "id", None))
@@ -198,7 +211,7 @@ class _BadAudioMixin:
                 self.bad_audio.add(entry.audio_file, reason, self._where(entry), "start check")
         if len(keep) != len(coll):
             coll[:] = keep
-            logging.warning(self.bad_audio.summary())
+            logger.warning(self.bad_audio.summary())
 
     def _fail_if_empty(self):
         if len(self.manifest_processor.collection) == 0:
@@ -254,23 +267,10 @@ class AudioNoiseDataset(_BadAudioMixin, nemo_ssl.AudioNoiseDataset):
     ``AudioNoiseBatch`` with ``audio``/``noise``/``noisy_audio`` [B, T_max] and lengths [B].
     """
 
-    def __init__(
-        self,
-        noise_manifest: str | None = None,
-        batch_augmentor: Any | None = None,
-        min_audio_len_secs: float = 1.0,
-        pad_audio_mode: str = "repeat",
-        on_bad_audio: str = "skip",
-        check_audio_at_start: bool = True,
-        **kwargs,
-    ):
-        self._init_nest_dataset(
-            noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio, check_audio_at_start,
-            kwargs,
-        )
-        if check_audio_at_start:
-            self._check_collection_at_start(kwargs.get("min_duration"))
-        self._fail_if_empty()
+    checks_entries_at_start = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
         self._bad_indices = set()
 
     def __getitem__(self, index) -> AudioNoiseItem:
@@ -299,22 +299,6 @@ class TarredAudioNoiseDataset(_BadAudioMixin, nemo_ssl.TarredAudioNoiseDataset):
     manifest line and dropped from the stream (``on_bad_audio='error'`` raises). Items as
     :class:`AudioNoiseDataset`.
     """
-
-    def __init__(
-        self,
-        noise_manifest: str | None = None,
-        batch_augmentor: Any | None = None,
-        min_audio_len_secs: float = 1.0,
-        pad_audio_mode: str = "repeat",
-        on_bad_audio: str = "skip",
-        check_audio_at_start: bool = True,
-        **kwargs,
-    ):
-        self._init_nest_dataset(
-            noise_manifest, batch_augmentor, min_audio_len_secs, pad_audio_mode, on_bad_audio, check_audio_at_start,
-            kwargs,
-        )
-        self._fail_if_empty()
 
     def _build_sample(self, tup):
         """NeMo's member-to-item step, with our noise; None for a member whose audio cannot be read."""
@@ -469,7 +453,7 @@ def get_tarred_audio_noise_dataset(config, shuffle_n, global_rank, world_size, a
         tars = tars[0] if len(tars) == 1 else tars
         manifest = manifest[0] if len(manifest) == 1 else manifest
         sharded = "_OP_" in manifest and "_CL_" in manifest
-        logging.info(f"Loading TarredAudioNoiseDataset from {tars} and {manifest}, shard={sharded}")
+        logger.info(f"Loading TarredAudioNoiseDataset from {tars} and {manifest}, shard={sharded}")
         dataset = TarredAudioNoiseDataset(
             audio_tar_filepaths=tars,
             manifest_filepath=manifest,
@@ -501,12 +485,12 @@ def get_concat_tarred_audio_noise_dataset(config, shuffle_n, global_rank, world_
 def _prepare_concat_config(config):
     """NeMo's defaults for concat sampling (round-robin; uniform probabilities for 'random')."""
     if config.get("concat_sampling_technique", None) is None:
-        logging.warning("Concat dataset requires `concat_sampling_technique`; using round-robin.")
+        logger.warning("Concat dataset requires `concat_sampling_technique`; using round-robin.")
         with _editable(config):
             config["concat_sampling_technique"] = "round-robin"
     if config["concat_sampling_technique"] == "random":
         if "concat_sampling_probabilities" not in config:
-            logging.warning("Concat dataset requires `concat_sampling_probabilities`; using uniform weights.")
+            logger.warning("Concat dataset requires `concat_sampling_probabilities`; using uniform weights.")
             n = len(config["manifest_filepath"])
             with _editable(config):
                 config["concat_sampling_probabilities"] = [1 / n] * n
@@ -541,7 +525,7 @@ def get_audio_noise_dataset_from_config(config, global_rank: int, world_size: in
 
     if config.get("is_tarred", False):
         if config.get("tarred_audio_filepaths", None) is None or config.get("manifest_filepath", None) is None:
-            logging.warning(
+            logger.warning(
                 "Could not load dataset as `manifest_filepath` was None or `tarred_audio_filepaths` is None. "
                 f"Provided config : {config}"
             )
@@ -551,7 +535,7 @@ def get_audio_noise_dataset_from_config(config, global_rank: int, world_size: in
         return build(config, shuffle_n, global_rank, world_size, augmentor, batch_augmentor)
 
     if config.get("manifest_filepath", None) is None:
-        logging.warning(f"Could not load dataset as `manifest_filepath` was None. Provided config : {config}")
+        logger.warning(f"Could not load dataset as `manifest_filepath` was None. Provided config : {config}")
         return None
     if is_concat:
         return get_concat_audio_noise_dataset(config, global_rank, world_size, augmentor, batch_augmentor)

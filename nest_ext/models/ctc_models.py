@@ -25,6 +25,7 @@ Example (``train.py --config-name fastconformer_ctc_bpe_finetune`` does this fro
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 from typing import Optional
@@ -33,10 +34,11 @@ from lightning.pytorch import Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.collections.asr.models import EncDecCTCModelBPE as _NeMoCTCBPE
-from nemo.utils import logging
 
 from nest_ext.parts.encoder_choice import apply_encoder_choice
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["EncDecCTCModelBPE", "pretrained_names_as_such"]
 
@@ -69,7 +71,7 @@ def pretrained_names_as_such(cfg: DictConfig) -> DictConfig:
         for key in names:
             entry = new.init_from_nemo_model.pop(key)
             name = entry.pop("path")
-            logging.info(f"init_from_nemo_model.{key}.path={name} is no file: loading it as a pretrained model name")
+            logger.info(f"init_from_nemo_model.{key}.path={name} is no file: loading it as a pretrained model name")
             pretrained[key] = {"name": name, **OmegaConf.to_container(entry, resolve=True)}
         new.init_from_pretrained_model = pretrained
         if new.init_from_nemo_model:

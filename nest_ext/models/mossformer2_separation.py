@@ -32,14 +32,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.core.classes.common import PretrainedModelInfo
-from nemo.core.neural_types import NeuralType
 
 from nest_ext.data.audio_io import load_audio
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss
 from nest_ext.metrics.si_sdr import pit_si_sdr_scores
 from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
 from nest_ext.parts.atomic_io import atomic_path
-from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
+from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
 from nest_ext.parts.unset_data import without_unset_data
 
@@ -52,7 +51,7 @@ _BLOCKS = "nest_ext.modules.mossformer2"
 allow_nest_ext_targets()  # NeMo 3.0 refuses nest_ext.* _target_s until they are allowed
 
 
-class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
+class MossFormer2SeparationModel(MonoAudioTypes, EncoderMaskerDecoder, AudioToAudioModel):
     """MossFormer2 mask-based time-domain separation (encoder -> mask network -> masked decoder, the
     composition of `EncoderMaskerDecoder`, shared with the bare `MossFormer2` module).
 
@@ -117,15 +116,6 @@ class MossFormer2SeparationModel(EncoderMaskerDecoder, AudioToAudioModel):
         )
 
     # ------------------------------------------------------------------ network
-    @property
-    def input_types(self) -> Dict[str, NeuralType]:
-        # Documented, not enforced with @typecheck: forward also takes [B, T] mixtures.
-        return mono_audio_types(self.sample_rate, "input")
-
-    @property
-    def output_types(self) -> Dict[str, NeuralType]:
-        return mono_audio_types(self.sample_rate, "output")
-
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Separate a batch of mixtures.
 

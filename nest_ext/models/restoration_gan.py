@@ -33,6 +33,7 @@ Example (tiny network, random weights):
     >>> tuple(out.shape), length.tolist(), float(out[1, 0, 1200:].abs().max())
     ((2, 1, 1600), [1600, 1200], 0.0)
 """
+import logging
 import math
 from typing import Dict, Optional
 
@@ -43,14 +44,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from nemo.collections.audio.models.audio_to_audio import AudioToAudioModel
 from nemo.collections.tts.losses.audio_codec_loss import TimeDomainLoss
 from nemo.collections.tts.losses.stftlosses import MultiResolutionSTFTLoss
-from nemo.core.neural_types import NeuralType
-from nemo.utils import logging
 
 from nest_ext.losses.pit_sisdr import si_sdr_valid
 from nest_ext.modules.restoration.discriminators import discriminate, named_discriminators
 from nest_ext.parts.dataloader_options import dataloader_kwargs
-from nest_ext.parts.mono_audio import as_mono_batch, mono_audio_types
+from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["RestorationGANModel"]
 
@@ -61,7 +62,7 @@ DEFAULT_LOSS_WEIGHTS = {"l1": 3.0, "multi_stft": 3.0, "adversarial": 1.0, "featu
 DEFAULT_STFT = {"fft_sizes": [512, 1024, 2048], "hop_sizes": [50, 120, 240], "win_lengths": [240, 600, 1200]}
 
 
-class RestorationGANModel(AudioToAudioModel):
+class RestorationGANModel(MonoAudioTypes, AudioToAudioModel):
     """Generator + discriminator trained as a GAN after ``gan_start_epoch`` reconstruction-only epochs.
 
     Config keys (under ``model``): ``sample_rate``, ``generator``, ``discriminator``, ``loss_weights``,
@@ -100,15 +101,6 @@ class RestorationGANModel(AudioToAudioModel):
             setattr(self, name, self.from_config_dict(loss_cfg))
 
     # ------------------------------------------------------------------ network
-    @property
-    def input_types(self) -> Dict[str, NeuralType]:
-        # Documented, not enforced with @typecheck: forward also takes [B, T] input.
-        return mono_audio_types(self.sample_rate, "input")
-
-    @property
-    def output_types(self) -> Dict[str, NeuralType]:
-        return mono_audio_types(self.sample_rate, "output")
-
     def forward(self, input_signal: torch.Tensor, input_length: Optional[torch.Tensor] = None):
         """Restore a batch: ``input_signal [B, 1, T]`` or ``[B, T]``, ``input_length [B]`` ->
         ``(output [B, 1, T], length [B])``; samples past each length are zero."""
@@ -168,7 +160,7 @@ class RestorationGANModel(AudioToAudioModel):
         norm = torch.nn.utils.get_total_norm(grads, error_if_nonfinite=False) if grads else torch.zeros(())
         metrics[f"train/grad_norm_{name}"] = norm.detach()
         if self.skip_nan_gradients and not torch.isfinite(norm):
-            logging.warning(f"non-finite {name} gradient norm ({norm}) at global step {self.global_step}: step skipped")
+            logger.warning(f"non-finite {name} gradient norm ({norm}) at global step {self.global_step}: step skipped")
             optimizer.zero_grad(set_to_none=True)
         else:
             if self.clip_grad_norm.get(name) is not None:
@@ -260,7 +252,7 @@ class RestorationGANModel(AudioToAudioModel):
 
         strategy = self._trainer.strategy if self._trainer is not None else None
         if isinstance(strategy, DDPStrategy) and not strategy._ddp_kwargs.get("find_unused_parameters", False):
-            logging.info("RestorationGANModel: DDP with find_unused_parameters=True (the discriminator idles "
+            logger.info("RestorationGANModel: DDP with find_unused_parameters=True (the discriminator idles "
                          "before gan_start_epoch)")
             strategy._ddp_kwargs["find_unused_parameters"] = True
         return super().setup(stage)
@@ -288,7 +280,7 @@ class RestorationGANModel(AudioToAudioModel):
     def _setup_dataloader_from_config(self, config: Optional[Dict]):
         """(degraded, clean) pairs or clean speech degraded on the fly (:mod:`nest_ext.data.restoration_dataset`)."""
         if config is None or config.get("manifest_filepath") is None:
-            logging.warning(f"No manifest_filepath in {config}; dataloader not set up")
+            logger.warning(f"No manifest_filepath in {config}; dataloader not set up")
             return None
         from nest_ext.data.restoration_dataset import get_restoration_dataset_from_config
 

@@ -34,22 +34,13 @@ CONFORMER_TARGETS = {
 }
 TRUE_VALUES = {"true", "1", "yes"}
 
-log = logging.getLogger("nest_ext")
+logger = logging.getLogger(__name__)
 
 
 def use_nemo_conformer(env: Optional[Mapping[str, str]] = None) -> bool:
     """True when ``USE_NEMO_CONFORMER`` is ``true``/``1``/``yes`` (case-insensitive) in ``env`` (default os.environ)."""
     env = os.environ if env is None else env
     return env.get(ENV_VAR, "").strip().lower() in TRUE_VALUES
-
-
-def _log(msg: str, warning: bool = False):
-    try:  # NeMo's logger when NeMo is loaded, so the line shows in NeMo's log files
-        from nemo.utils import logging as nemo_logging
-
-        (nemo_logging.warning if warning else nemo_logging.info)(msg)
-    except ImportError:  # pragma: no cover - NeMo is a dependency
-        (log.warning if warning else log.info)(msg)
 
 
 def encoder_target(encoder_cfg, env: Optional[Mapping[str, str]] = None) -> str:
@@ -59,14 +50,14 @@ def encoder_target(encoder_cfg, env: Optional[Mapping[str, str]] = None) -> str:
         return target
     if use_nemo_conformer(env):
         if target in CONFORMER_TARGETS:
-            _log(f"{ENV_VAR} is set: building NeMo's {NEMO_CONFORMER} instead of {target}")
+            logger.info(f"{ENV_VAR} is set: building NeMo's {NEMO_CONFORMER} instead of {target}")
             return NEMO_CONFORMER
-        _log(f"{ENV_VAR} is set but the encoder is {target}, not a ConformerEncoder: left as it is", warning=True)
+        logger.warning(f"{ENV_VAR} is set but the encoder is {target}, not a ConformerEncoder: left as it is")
         return target
     if target in CONFORMER_TARGETS and not target.startswith("nemo."):
-        _log(f"encoder: {target} (set {ENV_VAR}=true to build NeMo's ConformerEncoder instead)")
+        logger.info(f"encoder: {target} (set {ENV_VAR}=true to build NeMo's ConformerEncoder instead)")
     else:
-        _log(f"encoder: {target}")
+        logger.info(f"encoder: {target}")
     return target
 
 

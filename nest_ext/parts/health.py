@@ -70,10 +70,9 @@ Example::
 """
 from __future__ import annotations
 
-import logging as _pylogging
+import logging
 import math
 import statistics
-import sys
 import time
 from collections import deque
 from typing import Any, Iterable, List, Mapping, Optional
@@ -88,13 +87,7 @@ __all__ = [
     "health_monitor_from_config",
 ]
 
-_log_fallback = _pylogging.getLogger(__name__)
-
-
-def _logger():
-    """NeMo's logger when NeMo is already loaded (so messages reach exp_manager's log file), else stdlib's."""
-    nemo_utils = sys.modules.get("nemo.utils")
-    return getattr(nemo_utils, "logging", None) or _log_fallback
+logger = logging.getLogger(__name__)
 
 
 class TrainingHealthError(RuntimeError):
@@ -347,7 +340,7 @@ class TrainingHealthMonitor(Callback):
 
     def _warn(self, message: str):
         self.warnings.append(message)
-        _logger().warning(f"TrainingHealthMonitor: {message}")
+        logger.warning(f"TrainingHealthMonitor: {message}")
 
     def _check_data_wait(self, trainer, pl_module):
         if self._timed_batches < self.data_wait_interval:
@@ -366,14 +359,14 @@ class TrainingHealthMonitor(Callback):
                 "on local disk, or cheaper on-the-fly augmentation."
             )
             self.data_wait_warnings.append(message)
-            _logger().warning(message)
+            logger.warning(message)
         self._wait_sum = self._compute_sum = 0.0
         self._timed_batches = 0
 
     def _fail(self, trainer, reason: str):
         self.stop_reason = reason
         if trainer.is_global_zero:
-            _logger().error(f"TrainingHealthMonitor: {reason}")
+            logger.error(f"TrainingHealthMonitor: {reason}")
         raise TrainingHealthError(reason)
 
 

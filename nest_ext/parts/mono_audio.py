@@ -7,14 +7,17 @@ Example:
     >>> sorted(mono_audio_types(16000, "input"))
     ['input_length', 'input_signal']
 """
-from typing import Dict
+from typing import TYPE_CHECKING, Dict
 
 import torch
 
-__all__ = ["as_mono_batch", "mono_audio_types"]
+if TYPE_CHECKING:  # NeMo is imported when the types are asked for, not with this module
+    from nemo.core.neural_types import NeuralType
+
+__all__ = ["MonoAudioTypes", "as_mono_batch", "mono_audio_types"]
 
 
-def mono_audio_types(sample_rate: int, prefix: str) -> Dict[str, "NeuralType"]:  # noqa: F821
+def mono_audio_types(sample_rate: int, prefix: str) -> Dict[str, "NeuralType"]:
     """``{prefix}_signal`` ``[B, C, T]`` at ``sample_rate`` and optional ``{prefix}_length`` ``[B]``."""
     from nemo.core.neural_types import AudioSignal, LengthsType, NeuralType
 
@@ -22,6 +25,19 @@ def mono_audio_types(sample_rate: int, prefix: str) -> Dict[str, "NeuralType"]: 
         f"{prefix}_signal": NeuralType(("B", "C", "T"), AudioSignal(freq=sample_rate)),
         f"{prefix}_length": NeuralType(tuple("B"), LengthsType(), optional=True),
     }
+
+
+class MonoAudioTypes:
+    """``input_types`` / ``output_types`` of a single-channel audio-to-audio NeMo model with ``sample_rate``:
+    documented, not enforced with ``@typecheck`` (``forward`` also takes ``[B, T]``, see :func:`as_mono_batch`)."""
+
+    @property
+    def input_types(self) -> Dict[str, "NeuralType"]:
+        return mono_audio_types(self.sample_rate, "input")
+
+    @property
+    def output_types(self) -> Dict[str, "NeuralType"]:
+        return mono_audio_types(self.sample_rate, "output")
 
 
 def as_mono_batch(signal: torch.Tensor) -> torch.Tensor:

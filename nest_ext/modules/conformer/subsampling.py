@@ -100,7 +100,11 @@ class ConvSubsampling(nn.Module):
         lengths = subsampled_length(lengths, 1)
         # conv 0 + ReLU 1 as one patch matmul; its output is channels-last, where oneDNN's depthwise
         # kernels are several times faster than in the NCHW layout it would pick for one input channel
-        x = _PatchConvReLU.apply(x, first.weight, first.bias, lengths)
+        # in float32 with autocast off: a custom Function's backward runs without autocast, so a bf16 forward
+        # matmul would meet float32 patches there (bf16-mixed training); the 9-tap conv costs little either way
+        with torch.autocast(x.device.type, enabled=False):
+            bias = None if first.bias is None else first.bias.float()
+            x = _PatchConvReLU.apply(x.float(), first.weight.float(), bias, lengths)
         layers = list(self.conv)[2:]
         i = 0
         while i < len(layers):

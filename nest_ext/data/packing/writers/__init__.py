@@ -4,10 +4,12 @@ filled by :func:`register_writer`) and the built-in formats ``nemo``, ``lhotse-s
     >>> list(FORMATS)
     ['nemo', 'lhotse-shar', 'wenet']
 """
-from nest_ext.data.packing.writers.base import FORMATS, ShardWriter, add_tar_member, get_writer, register_writer
+from nest_ext.data.packing.writers.base import (
+    FORMATS, ShardWriter, TarShardWriter, add_tar_member, get_writer, register_writer,
+)
 from nest_ext.data.packing.writers.nemo import NemoShardWriter  # noqa: F401  (registers "nemo" first)
 from nest_ext.data.packing.writers.lhotse_shar import SharShardWriter  # noqa: F401  (registers "lhotse-shar")
 from nest_ext.data.packing.writers.wenet import WenetShardWriter  # noqa: F401  (registers "wenet")
 
-__all__ = ["FORMATS", "ShardWriter", "add_tar_member", "get_writer", "register_writer", "NemoShardWriter",
-           "SharShardWriter", "WenetShardWriter"]
+__all__ = ["FORMATS", "ShardWriter", "TarShardWriter", "add_tar_member", "get_writer", "register_writer",
+           "NemoShardWriter", "SharShardWriter", "WenetShardWriter"]

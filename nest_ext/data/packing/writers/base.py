@@ -140,3 +140,53 @@ def add_tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     ti.uid = ti.gid = 0
     ti.uname = ti.gname = ""
     tar.addfile(ti, io.BytesIO(data))
+
+
+class TarShardWriter(ShardWriter):
+    """A shard that is one tar (members added by the subclass's :meth:`add`) plus one per-shard text file of
+    lines, the sidecar (a manifest, a key map), which :meth:`merged_sidecars` joins for the job's index.
+
+    Subclasses set ``tar_pattern`` (e.g. ``"audio_{shard_id}.tar"``) and ``sidecar_pattern`` (a path relative
+    to ``out_dir``, e.g. ``"sharded_manifests/manifest_{shard_id}.json"``), write members to ``self.tar`` and
+    lines to ``self.lines``. The tar is published before the sidecar.
+    """
+
+    tar_pattern: ClassVar[str] = ""
+    sidecar_pattern: ClassVar[str] = ""
+
+    @classmethod
+    def outputs(cls, out_dir: str, shard_id: int) -> List[str]:
+        return [os.path.join(out_dir, cls.tar_pattern.format(shard_id=shard_id)),
+                os.path.join(out_dir, cls.sidecar_pattern.format(shard_id=shard_id))]
+
+    def __init__(self, out_dir: str, shard_id: int, **options):
+        super().__init__(out_dir, shard_id)
+        tar_path, self.sidecar_path = self.outputs(out_dir, shard_id)
+        os.makedirs(os.path.dirname(self.sidecar_path), exist_ok=True)
+        self.tar = tarfile.open(self.temp_for(tar_path), "w", format=tarfile.PAX_FORMAT)
+        self.lines: List[str] = []
+
+    def commit(self) -> Dict[str, int]:
+        self.tar.close()
+        with open(self.temp_for(self.sidecar_path), "w", encoding="utf-8") as f:
+            f.writelines(self.lines)
+        return self.publish_temps()
+
+    def abort(self) -> None:
+        self.tar.close()
+        super().abort()
+
+    @classmethod
+    def merged_sidecars(cls, out_dir: str, num_shards: int) -> bytes:
+        parts = []
+        for i in range(num_shards):
+            with open(os.path.join(out_dir, cls.sidecar_pattern.format(shard_id=i)), "rb") as f:
+                parts.append(f.read())
+        return b"".join(parts)
+
+    @classmethod
+    def tar_list(cls, out_dir: str, num_shards: int) -> bytes:
+        """``data.list``: the absolute tar paths, one a line (the list WeNet's and MooER's loaders read)."""
+        folder = os.path.abspath(out_dir)
+        return "".join(os.path.join(folder, cls.tar_pattern.format(shard_id=i)) + "\n" for i in range(num_shards)).encode()
+

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tarfile
 from typing import Dict, List
 
 from nest_ext.data.packing.item import ShardItem
-from nest_ext.data.packing.writers.base import ShardWriter, add_tar_member, register_writer
+from nest_ext.data.packing.writers.base import TarShardWriter, add_tar_member, register_writer
 
 NEMO_MANIFEST = "tarred_audio_manifest.json"
 DATA_LIST = "data.list"
@@ -46,22 +44,13 @@ def nemo_duration(num_samples: int, sample_rate: int) -> float:
 
 
 @register_writer
-class NemoShardWriter(ShardWriter):
+class NemoShardWriter(TarShardWriter):
     """Writes ``audio_{i}.tar`` and ``sharded_manifests/manifest_{i}.json``, publishing the tar first."""
 
     name = "nemo"
     index_files = (DATA_LIST, NEMO_MANIFEST)
-
-    @classmethod
-    def outputs(cls, out_dir: str, shard_id: int) -> List[str]:
-        return [os.path.join(out_dir, f"audio_{shard_id}.tar"),
-                os.path.join(out_dir, SHARD_MANIFESTS, f"manifest_{shard_id}.json")]
-
-    def __init__(self, out_dir: str, shard_id: int, **options):
-        super().__init__(out_dir, shard_id)
-        tar_path, self.manifest_path = self.outputs(out_dir, shard_id)
-        self.tar = tarfile.open(self.temp_for(tar_path), "w", format=tarfile.PAX_FORMAT)
-        self.lines: List[str] = []
+    tar_pattern = "audio_{shard_id}.tar"
+    sidecar_pattern = SHARD_MANIFESTS + "/manifest_{shard_id}.json"
 
     def add(self, item: ShardItem) -> None:
         if list(item.audio) != ["audio"]:
@@ -91,21 +80,6 @@ class NemoShardWriter(ShardWriter):
             entry["utt_id"] = item.input_id
         self.lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
 
-    def commit(self) -> Dict[str, int]:
-        self.tar.close()
-        with open(self.temp_for(self.manifest_path), "w", encoding="utf-8") as f:
-            f.writelines(self.lines)
-        return self.publish_temps()
-
-    def abort(self) -> None:
-        self.tar.close()
-        super().abort()
-
     @classmethod
     def finalize(cls, out_dir: str, markers: List[Dict]) -> Dict[str, bytes]:
-        parts = []
-        for i in range(len(markers)):
-            with open(os.path.join(out_dir, SHARD_MANIFESTS, f"manifest_{i}.json"), "rb") as f:
-                parts.append(f.read())
-        tars = [os.path.join(out_dir, f"audio_{i}.tar") for i in range(len(markers))]
-        return {DATA_LIST: "".join(t + "\n" for t in tars).encode(), NEMO_MANIFEST: b"".join(parts)}
+        return {DATA_LIST: cls.tar_list(out_dir, len(markers)), NEMO_MANIFEST: cls.merged_sidecars(out_dir, len(markers))}
