@@ -35,6 +35,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
@@ -42,9 +43,11 @@ from typing import Any, Dict, List, Mapping, Optional
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nest_ext.parts.health import TrainingHealthError, _logger
+from nest_ext.parts.health import TrainingHealthError
 
 __all__ = ["CodebookTargets", "CodebookHealthMonitor", "codebook_stats", "codebook_monitor_from_config"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -166,10 +169,10 @@ class CodebookHealthMonitor(Callback):
             metrics = {f"codebook/{key}{f'_book{i}' if books > 1 else ''}": s[key]
                        for i, s in enumerate(stats) for key in ("coverage", "entropy", "perplexity", "top_share",
                                                                  "masked_share")}
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+            for experiment_logger in trainer.loggers:
+                experiment_logger.log_metrics(metrics, step=step)
         if trainer is None or trainer.is_global_zero:
-            _logger().info("codebook health at step %s: %s", step, "; ".join(
+            logger.info("codebook health at step %s: %s", step, "; ".join(
                 f"book {i}: coverage {s['coverage']:.3f}, perplexity {s['perplexity']:.1f}, entropy "
                 f"{s['entropy']:.2f} bits ({s['entropy'] * math.log(2):.2f} nats), top code "
                 f"{100 * s['top_share']:.1f}%, masked {100 * s['masked_share']:.1f}%"
@@ -195,10 +198,10 @@ class CodebookHealthMonitor(Callback):
         self.warnings.append(message)
         if self.action == "stop":
             if trainer is None or trainer.is_global_zero:
-                _logger().error(f"CodebookHealthMonitor: {message}")
+                logger.error(f"CodebookHealthMonitor: {message}")
             raise TrainingHealthError(message)
         if trainer is None or trainer.is_global_zero:
-            _logger().warning(message)
+            logger.warning(message)
 
 
 _CONFIG_KEYS = ("every_n_steps", "min_coverage", "min_perplexity", "action", "log")
