@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does NEST pretraining help ASR? Pretrain, fine-tune CTC from NEST and from random init, compare WER.
 
-    python bench/ssl_benefit.py --work-dir ssl_benefit                       # synthetic speech (espeak-ng), 30 min budget
+    python bench/ssl_benefit.py --work-dir ssl_benefit                       # synthetic speech (espeak-ng), 20 min budget (measured: docs/benchmarks.md)
     python bench/ssl_benefit.py --work-dir ssl_benefit --budget-minutes 10
     python bench/ssl_benefit.py --work-dir mine --unlabelled unlab.json --noise noise.json \\
         --train train.json --dev dev.json --test test.json                    # your own data (NeMo manifests)
@@ -18,12 +18,14 @@ Steps, every one through the user's tools:
    curves and the CPU time of each stage are printed and written to ``WORK_DIR/report.md`` and
    ``WORK_DIR/results.json``.
 
-Budget: ``--budget-minutes`` (default 30) is converted to step counts with the per-step CPU times measured
-on the project's 2-core CPU machine (``REFERENCE_CPU_S`` below), so one command always runs the same steps
+Budget: ``--budget-minutes`` (default 20: about 20 CPU-minutes, 17 minutes on two idle cores) is converted to
+step counts with the per-step CPU times measured on the project's 2-core CPU machine (``REFERENCE_CPU_S`` below), so one command always runs the same steps
 (and gives the same result) however loaded or fast the machine is; on a faster machine it simply ends
 sooner. ``--pretrain-steps`` / ``--finetune-steps`` fix the steps directly. Each stage's process CPU time is
 reported. Finished stages (data, NEST checkpoint, fine-tuned models) are reused when the command is rerun
 with the same ``--work-dir``; ``--fresh`` starts over.
+
+Long file: one recipe a user runs end to end (data, budgets, the two runs, their report) reads best in one place.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ LABELLED_LANGUAGES, LABELLED_VARIANTS = ("en-us",), ("", "+m3", "+f2")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work-dir", default="ssl_benefit")
-    p.add_argument("--budget-minutes", type=float, default=30.0, help="total, at the reference machine's speed")
+    p.add_argument("--budget-minutes", type=float, default=20.0, help="total, at the reference machine's speed")
     p.add_argument("--pretrain-steps", type=int, help="overrides the budget")
     p.add_argument("--finetune-steps", type=int, help="overrides the budget (per initialisation)")
     p.add_argument("--seed", type=int, default=SEED)
