@@ -1,7 +1,7 @@
 """Benchmark: does the restoration GAN learn -- on held-out sentences and voices, against the degraded input (the
 identity baseline)? And what does a training step cost in each phase?
 
-Clean speech: espeak-ng Harvard sentences (``nest_ext.parts.espeak``), training sentences in 8 voices, held-out
+Clean speech: espeak-ng Harvard sentences (``nest_ext.cli.espeak``), training sentences in 8 voices, held-out
 *other* sentences in 4 *other* voices (accents and speakers never seen in training); without espeak-ng, the
 speech-like synthesis of ``nest_ext.cli.synth``. Pairs are made by the preparation tool
 (``prepare_restoration_pairs``) with the chain of ``--degradations`` (a YAML list of steps; default
@@ -43,7 +43,7 @@ DEFAULT_CHAIN = ROOT / "bench" / "restoration_chain.yaml"
 
 def clean_speech(count: int, sample_rate: int, seconds: float, held_out: bool, source: str, seed: int):
     """``count`` clean utterances of ``seconds``: training or held-out sentences and voices."""
-    from nest_ext.parts import espeak
+    from nest_ext.cli import espeak
     from nest_ext.cli.synth import speech_like
 
     if source == "espeak":
@@ -95,7 +95,7 @@ def main(argv=None):
     from omegaconf import OmegaConf
 
     from nest_ext.models.restoration_gan import RestorationGANModel
-    from nest_ext.parts.espeak import espeak_available
+    from nest_ext.cli.espeak import espeak_available
 
     print(f"load at start: {uptime()}")
     source = args.source or ("espeak" if espeak_available() else "synth")

@@ -12,6 +12,7 @@ from nest_ext.parts.nest_sizes import NEST_SIZES, encoder_overrides
 MAPPED = {
     "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss",
     "nest_ext.modules.ConformerEncoder": "nemo.collections.asr.modules.ConformerEncoder",
+    "nest_ext.modules.RandomProjectionVectorQuantizer": "nemo.collections.asr.modules.RandomProjectionVectorQuantizer",
 }
 
 
@@ -62,6 +63,7 @@ def test_config_equals_nemo_original(name):
     ours = compose(name)
     assert differences(ours, nemo_original(name)) == {}
     assert ours.model.loss._target_ == "nest_ext.losses.MultiMLMLoss"
+    assert ours.model.quantizer._target_ == "nest_ext.modules.RandomProjectionVectorQuantizer"
 
 
 def test_difference_finder_sees_a_changed_value():

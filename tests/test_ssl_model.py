@@ -14,7 +14,8 @@ from nest_ext.parts.synthetic_noise import noise_like
 NEMO_CONFORMER = "nemo.collections.asr.modules.ConformerEncoder"
 OUR_CONFORMER = "nest_ext.modules.ConformerEncoder"
 # our class -> NeMo's class, to build NeMo's twin of one of our configs
-NEMO_TWINS = {OUR_CONFORMER: NEMO_CONFORMER, "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss"}
+NEMO_TWINS = {OUR_CONFORMER: NEMO_CONFORMER, "nest_ext.losses.MultiMLMLoss": "nemo.collections.asr.losses.MultiMLMLoss",
+              "nest_ext.modules.RandomProjectionVectorQuantizer": "nemo.collections.asr.modules.RandomProjectionVectorQuantizer"}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def tiny_cfg(manifest=None, noise=None, encoder_target=None):
 def nemo_twin(cfg):
     cfg = copy.deepcopy(cfg)
     with open_dict(cfg):
-        for section in ("encoder", "loss"):
+        for section in ("encoder", "loss", "quantizer"):
             cfg[section]._target_ = NEMO_TWINS.get(cfg[section]._target_, cfg[section]._target_)
         cfg.train_ds = cfg.validation_ds = None
     return cfg

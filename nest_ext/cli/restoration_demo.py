@@ -45,7 +45,7 @@ def make_clean_speech(folder: Path, count: int = NUM_CLEAN, sample_rate: int = 1
 
     from nest_ext.cli.synth import speech_like
     from nest_ext.data.audio_io import write_audio
-    from nest_ext.parts.espeak import espeak_available, espeak_sentences
+    from nest_ext.cli.espeak import espeak_available, espeak_sentences
 
     folder.mkdir(parents=True, exist_ok=True)
     if len(list(folder.glob("*.wav"))) >= count:

@@ -68,6 +68,42 @@ class EncDecDenoiseMaskedTokenPredModel(_NeMoNEST):
             cfg = OmegaConf.create(cfg)
         super().__init__(cfg=apply_encoder_choice(cfg), trainer=trainer)
         self.cfg = portable_config(self._cfg)  # what .nemo files and checkpoints save
+        self.ssl_targets = None  # the last training batch's CodebookTargets (see forward)
+
+    def forward(self, **kwargs):
+        """NeMo's forward; in training it also keeps the batch's targets in ``ssl_targets`` for codebook health."""
+        outputs = super().forward(**kwargs)
+        if self.training:
+            log_probs, encoded_len, masks, tokens = outputs
+            self.ssl_targets = self._codebook_targets(tokens, encoded_len, masks)
+        return outputs
+
+    def _codebook_targets(self, tokens, encoded_len, masks):
+        """The tokens the quantizer gave and, per token frame, whether the loss trains on it (its masked frames)."""
+        from nest_ext.parts.codebook_health import CodebookTargets
+
+        with torch.no_grad():
+            frame_mask = getattr(getattr(self.loss, "mlm_loss", None), "frame_mask", None)
+            if frame_mask is not None:  # our loss: exactly the frames it selects
+                masked = frame_mask(masks)
+            else:  # NeMo's loss: the same rule (mean of the grouped mask values above the threshold)
+                steps = int(getattr(self.loss, "combine_time_steps", 1))
+                b, d, t = masks.shape
+                grouped = masks[:, :, : t - t % steps].transpose(1, 2).reshape(b, t // steps, steps * d)
+                masked = grouped.mean(-1) > float(getattr(self.loss, "mask_threshold", 0.8))
+            return CodebookTargets(tokens=tokens.detach(), lengths=encoded_len.detach(), masked=masked,
+                                   num_classes=int(self.quantizer.num_classes))
+
+    def configure_callbacks(self):
+        """Codebook health (on by default; settings under ``model.codebook_health``, read with ``.get`` so NEST
+        configs stay NeMo's), unless the trainer already has a ``CodebookHealthMonitor``."""
+        from nest_ext.parts.codebook_health import CodebookHealthMonitor, codebook_monitor_from_config
+
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and any(isinstance(cb, CodebookHealthMonitor) for cb in trainer.callbacks):
+            return []
+        monitor = codebook_monitor_from_config(self.cfg.get("codebook_health", None))
+        return [monitor] if monitor is not None else []
 
     def on_validation_epoch_end(self):
         # NeMo logs val_loss per rank unless asked to sync; under DDP each rank (and the checkpoint name)

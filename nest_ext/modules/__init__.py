@@ -5,6 +5,7 @@ _EXPORTS = {
     "ConformerEncoder": "nest_ext.modules.conformer",
     "FrameStackingConnector": "nest_ext.modules.frame_stacking_connector",
     "MossFormer2": "nest_ext.modules.mossformer2",
+    "RandomProjectionVectorQuantizer": "nest_ext.modules.random_projection_quantizer",
 }
 
 __all__ = sorted(_EXPORTS)

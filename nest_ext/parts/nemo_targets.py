@@ -41,6 +41,9 @@ _EQUIVALENTS = {
                                      "nest_ext.modules.conformer.encoder.ConformerEncoder")),
     "nemo.collections.asr.losses.MultiMLMLoss": ("nest_ext.losses.MultiMLMLoss", ("nest_ext.losses.mlm.MultiMLMLoss",)),
     "nemo.collections.asr.losses.MLMLoss": ("nest_ext.losses.MLMLoss", ("nest_ext.losses.mlm.MLMLoss",)),
+    "nemo.collections.asr.modules.RandomProjectionVectorQuantizer": (
+        "nest_ext.modules.RandomProjectionVectorQuantizer",
+        ("nest_ext.modules.random_projection_quantizer.RandomProjectionVectorQuantizer",)),
     "nemo.collections.asr.models.ssl_models.EncDecDenoiseMaskedTokenPredModel": (
         "nest_ext.models.EncDecDenoiseMaskedTokenPredModel", ("nest_ext.models.ssl_models.EncDecDenoiseMaskedTokenPredModel",)),
     "nemo.collections.asr.models.EncDecCTCModelBPE": (
@@ -59,6 +62,10 @@ OUR_PARTS: Dict[str, str] = {
     "nemo.collections.asr.losses.ssl_losses.mlm.MultiMLMLoss": "nest_ext.losses.MultiMLMLoss",
     "nemo.collections.asr.losses.MLMLoss": "nest_ext.losses.MLMLoss",
     "nemo.collections.asr.losses.ssl_losses.mlm.MLMLoss": "nest_ext.losses.MLMLoss",
+    # same tokens bit for bit (tests/test_quantizer.py), without NeMo's [frames x classes x dim] float64 tensor
+    "nemo.collections.asr.modules.RandomProjectionVectorQuantizer": "nest_ext.modules.RandomProjectionVectorQuantizer",
+    "nemo.collections.asr.modules.ssl_modules.quantizers.RandomProjectionVectorQuantizer":
+        "nest_ext.modules.RandomProjectionVectorQuantizer",
 }
 REQUIRES_KEY = "requires"
 PIP_NAME = "nest_ext"
