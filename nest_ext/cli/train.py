@@ -128,7 +128,9 @@ def run(cfg: DictConfig) -> None:
     log_dir = exp_manager(trainer, cfg.get("exp_manager", None))
     model = model_class(cfg)(cfg=cfg.model, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg)
-    check_training_batches(trainer, model._train_dl)
+    train_dl = getattr(model, "_train_dl", None)  # NeMo's ModelPT; a LightningModule like SALM brings its own data
+    if train_dl is not None:
+        check_training_batches(trainer, train_dl)
     started = time.time()
     trainer.fit(model)
 
