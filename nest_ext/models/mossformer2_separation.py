@@ -34,7 +34,7 @@ from nemo.core.classes.common import PretrainedModelInfo
 from nest_ext.losses.pit_sisdr import PermutationInvariantSISDRLoss
 from nest_ext.metrics.si_sdr import pit_si_sdr_scores
 from nest_ext.modules.encoder_masker_decoder import EncoderMaskerDecoder
-from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
+from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch, eval_on_batch
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets, portable_config
 from nest_ext.parts.unset_data import without_unset_data
 
@@ -211,22 +211,10 @@ class MossFormer2SeparationModel(MonoAudioTypes, EncoderMaskerDecoder, AudioToAu
         windows (`model.inference_overlap_seconds`, default min(1 s, chunk / 4)) separated one by one, speaker
         order aligned across windows, cross-faded (`nest_ext.modules.mossformer2.chunked.separate_chunked`).
         """
-        mixture = torch.as_tensor(mixture, dtype=torch.float32)
-        single = mixture.ndim == 1
-        batch = mixture.unsqueeze(0) if single else mixture
-        mode = self.training
-        self.eval()
-        try:
-            batch = batch.to(next(self.parameters()).device)
-            chunk_seconds = chunk_seconds or self._cfg.get("inference_chunk_seconds", None)
-            if chunk_seconds:
-                estimates = self._separate_chunked(batch, float(chunk_seconds))
-            else:
-                estimates, _ = self.forward(input_signal=batch)
-        finally:
-            self.train(mode)
-        estimates = estimates.cpu()
-        return estimates[0] if single else estimates
+        chunk_seconds = chunk_seconds or self._cfg.get("inference_chunk_seconds", None)
+        if chunk_seconds:
+            return eval_on_batch(self, mixture, lambda batch: self._separate_chunked(batch, float(chunk_seconds)))
+        return eval_on_batch(self, mixture, lambda batch: self.forward(input_signal=batch)[0])
 
     def _separate_chunked(self, batch: torch.Tensor, chunk_seconds: float) -> torch.Tensor:
         from nest_ext.modules.mossformer2.chunked import separate_chunked

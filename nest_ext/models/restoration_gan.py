@@ -52,7 +52,7 @@ from nest_ext.losses.pit_sisdr import si_sdr_valid
 from nest_ext.metrics.spectral_distance import stft_distance
 from nest_ext.modules.restoration.discriminators import discriminate, named_discriminators
 from nest_ext.parts.dataloader_options import dataloader_kwargs
-from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch
+from nest_ext.parts.mono_audio import MonoAudioTypes, as_mono_batch, eval_on_batch
 from nest_ext.parts.nemo_targets import allow_nest_ext_targets
 
 logger = logging.getLogger(__name__)
@@ -317,24 +317,16 @@ class RestorationGANModel(MonoAudioTypes, AudioToAudioModel):
         """
         from nest_ext.modules.mossformer2.chunked import separate_chunked
 
-        audio = torch.as_tensor(audio, dtype=torch.float32)
-        single = audio.dim() == 1
-        batch = audio.unsqueeze(0) if single else audio
-        mode = self.training
-        self.eval()
-        try:
-            batch = batch.to(next(self.parameters()).device)
-            chunk_seconds = chunk_seconds or self._cfg.get("inference_chunk_seconds", None)
-            if chunk_seconds:
-                overlap = min(1.0, chunk_seconds / 4) if overlap_seconds is None else overlap_seconds
-                out = separate_chunked(lambda x: self.forward(input_signal=x)[0], batch, chunk_seconds=chunk_seconds,
-                                       overlap_seconds=overlap, sample_rate=self.sample_rate)
-            else:
-                out = self.forward(input_signal=batch)[0]
-        finally:
-            self.train(mode)
-        out = out[:, 0].cpu()
-        return out[0] if single else out
+        chunk_seconds = chunk_seconds or self._cfg.get("inference_chunk_seconds", None)
+
+        def restore_batch(batch):
+            if not chunk_seconds:
+                return self.forward(input_signal=batch)[0][:, 0]
+            overlap = min(1.0, chunk_seconds / 4) if overlap_seconds is None else overlap_seconds
+            return separate_chunked(lambda x: self.forward(input_signal=x)[0], batch, chunk_seconds=chunk_seconds,
+                                    overlap_seconds=overlap, sample_rate=self.sample_rate)[:, 0]
+
+        return eval_on_batch(self, audio, restore_batch)
 
     @torch.no_grad()
     def process(self, paths2audio_files: List[str], output_dir: str, batch_size: int = 1,

@@ -14,7 +14,7 @@ import torch
 if TYPE_CHECKING:  # NeMo is imported when the types are asked for, not with this module
     from nemo.core.neural_types import NeuralType
 
-__all__ = ["MonoAudioTypes", "as_mono_batch", "mono_audio_types"]
+__all__ = ["MonoAudioTypes", "as_mono_batch", "mono_audio_types", "eval_on_batch"]
 
 
 def mono_audio_types(sample_rate: int, prefix: str) -> Dict[str, "NeuralType"]:
@@ -49,3 +49,20 @@ def as_mono_batch(signal: torch.Tensor) -> torch.Tensor:
     if signal.ndim != 2:
         raise ValueError(f"expected [B, 1, T] or [B, T], got {tuple(signal.shape)}")
     return signal
+
+
+def eval_on_batch(model: torch.nn.Module, audio, fn) -> torch.Tensor:
+    """``fn(batch)`` for audio ``[T]`` or ``[B, T]`` (tensor or array): the batch as float32 on the model's device,
+    the model in eval mode (its mode restored after), the result on the CPU, without the batch axis when the
+    input had none. The inference prologue of the separation and restoration models."""
+    audio = torch.as_tensor(audio, dtype=torch.float32)
+    single = audio.dim() == 1
+    batch = audio.unsqueeze(0) if single else audio
+    mode = model.training
+    model.eval()
+    try:
+        out = fn(batch.to(next(model.parameters()).device))
+    finally:
+        model.train(mode)
+    out = out.cpu()
+    return out[0] if single else out
