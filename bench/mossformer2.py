@@ -16,6 +16,12 @@ RTF table of our model runs.
 3. Peak memory of one inference and one train step, from torch.profiler's allocation events (CPU has
    no allocator peak counter): the peak of live tensor bytes allocated during the call.
 4. RTF (processing time / audio duration) of our model alone for a few input lengths.
+5. ``--floor``: the fp32 compute floor of this machine for this architecture. FLOPs of one inference
+   (``torch.utils.flop_counter``, both models when ``--official``), and the time the matrix products alone
+   take: every matrix product of one inference of ours is recorded with its shapes, then each shape is timed
+   on its own (fresh tensors, same thread count) and multiplied by its count. No implementation with the
+   architecture's FLOPs runs faster than that sum on this CPU, so ``floor / official`` is the best
+   ratio reachable in fp32 here and ``floor / audio seconds`` the best RTF.
 
 Usage::
 
@@ -24,6 +30,7 @@ Usage::
     python bench/mossformer2.py --official --model s --seconds 2 --rounds 3 --threads 1
     python bench/mossformer2.py --model full --rtf-seconds 1 4 10   # RTF table only
     python bench/mossformer2.py --official --skip-train --skip-memory --profile   # where the time goes
+    python bench/mossformer2.py --official --model s --skip-train --skip-memory --floor   # fp32 floor here
 """
 import argparse
 import importlib
@@ -181,6 +188,7 @@ def compare(args, arch, official_cls):
     }
     if args.skip_train:
         del jobs["train step"]
+    official_median = {}
     print(f"\n{'':20s} {'official min / median (s)':>28s} {'ours min / median (s)':>24s} {'ratio (min)':>12s} "
           f"{'ratio (median)':>15s} {'CPU-time ratio (median)':>24s}")
     for name, (run_official, variants) in jobs.items():
@@ -194,6 +202,7 @@ def compare(args, arch, official_cls):
                 t_ours[v].append(timed_cpu(run))
         wall_off = [w for w, _ in t_off]
         mo, do, co = min(wall_off), statistics.median(wall_off), statistics.median(c for _, c in t_off)
+        official_median[name] = do
         for v, times in t_ours.items():
             wall = [w for w, _ in times]
             mu, du, cu = min(wall), statistics.median(wall), statistics.median(c for _, c in times)
@@ -209,6 +218,96 @@ def compare(args, arch, official_cls):
             run_ours = variants[name]
             off, our = peak_live_bytes(run_official) / 2 ** 20, peak_live_bytes(run_ours) / 2 ** 20
             print(f"  {name:12s} official {off:8.1f}   ours {our:8.1f}   ratio {our / max(off, 1e-9):.2f}")
+    if args.floor:
+        flops_official = count_flops(lambda: inference(official, mixture, True))
+        print(f"\nofficial model: {flops_official / 1e9:.1f} GFLOP per inference (torch.utils.flop_counter)")
+        compute_floor(args, ours, mixture, official_median["inference"])
+
+
+MATMULS = ("linear", "matmul", "addmm", "mm", "bmm", "baddbmm")
+
+
+def count_flops(fn):
+    """FLOPs of ``fn`` (torch.utils.flop_counter), in-place ``addmm_``/``baddbmm_`` included: its registry
+    has formulas for the out-of-place ops only, and would silently leave out our attention's products."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    in_place = {torch.ops.aten.addmm_: _accumulating_product_flops, torch.ops.aten.baddbmm_: _accumulating_product_flops}
+    counter = FlopCounterMode(display=False, custom_mapping=in_place)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _accumulating_product_flops(self_shape, a_shape, b_shape, out_shape=None, **kwargs):
+    """``2 * (batch) * m * k * n`` of ``self += a @ b`` (shapes as flop_counter passes them)."""
+    batch = a_shape[0] if len(a_shape) == 3 else 1
+    return 2 * batch * a_shape[-2] * a_shape[-1] * b_shape[-1]
+
+
+def record_matmuls(fn):
+    """``{(aten op, argument shapes): calls}`` of the matrix products ``fn`` runs.
+
+    Recorded at the highest aten level that reaches the dispatcher (``linear`` and ``matmul`` are not
+    decomposed in inference mode), so each is timed as the model calls it.
+    """
+    from collections import Counter
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = Counter()
+
+    class Recorder(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__.rstrip("_") in MATMULS and not kwargs:
+                calls[(func, tuple(tuple(a.shape) if isinstance(a, torch.Tensor) else a for a in args))] += 1
+            return func(*args, **(kwargs or {}))
+
+    with Recorder():
+        fn()
+    return calls
+
+
+def _tensors(shapes, device=None):
+    return [torch.randn(s, device=device) if isinstance(s, tuple) else s for s in shapes]
+
+
+def time_matmul(func, shapes, repeats=5):
+    """(best seconds, FLOPs) of one ``func`` on fresh contiguous tensors of ``shapes``."""
+    flops = count_flops(lambda: func(*_tensors(shapes, "meta")))
+    args = _tensors(shapes)
+    with torch.inference_mode():
+        func(*args)
+        return min(timed(lambda: func(*args)) for _ in range(repeats)), flops
+
+
+def compute_floor(args, model, mixture, official_seconds=None):
+    """Print the fp32 floor of this machine for ``model``'s architecture (see the module docstring, 5.)."""
+    seconds = mixture.shape[-1] / args.sample_rate
+    flops = count_flops(lambda: inference(model, mixture, False))
+    calls = record_matmuls(lambda: inference(model, mixture, False))
+    square, square_flops = time_matmul(torch.ops.aten.mm.default, [(2048, 2048), (2048, 2048)])
+    peak = square_flops / square
+    floor = 0.0
+    print(f"\ncompute floor ({torch.get_num_threads()} thread(s)): ours {flops / 1e9:.1f} GFLOP per inference, "
+          f"{flops / 1e9 / seconds:.1f} GFLOP per second of audio; 2048 x 2048 matrix product: {peak / 1e9:.1f} GFLOP/s")
+    rows, recorded = [], 0
+    for (func, shapes), count in calls.items():
+        each, op_flops = time_matmul(func, shapes)
+        floor += count * each
+        recorded += count * op_flops
+        rows.append((count * each, func.overloadpacket.__name__, shapes, count, each, op_flops))
+    print(f"  {'op':>9s} {'argument shapes':58s} {'calls':>5s} {'ms each':>8s} {'GFLOP/s':>8s}")
+    for _, name, shapes, count, each, op_flops in sorted(rows, reverse=True):
+        print(f"  {name:>9s} {str(list(shapes))[:58]:58s} {count:5d} {each * 1e3:8.2f} {op_flops / each / 1e9:8.1f}")
+    # the floor is only a floor if every matrix product was recorded: the rest of the FLOPs are convolutions
+    print(f"  recorded matrix products: {recorded / flops:.1%} of the FLOPs (the rest: convolutions)")
+    print(f"  matrix products alone, at their shapes: {floor:.3f} s (RTF {floor / seconds:.2f}); "
+          f"all FLOPs at the 2048 x 2048 rate: {flops / peak:.3f} s (RTF {flops / peak / seconds:.2f})")
+    if official_seconds:
+        print(f"  official model (median above): {official_seconds:.3f} s -> best fp32 ratio reachable here: "
+              f"{floor / official_seconds:.2f} (matrix products alone), {flops / peak / official_seconds:.2f} "
+              f"(all FLOPs at the square-product rate)")
 
 
 def profile_ops(args, runs, top=12):
@@ -261,6 +360,8 @@ def main(argv=None):
                         help="folder holding another nest_ext (e.g. `git archive OLD nest_ext | tar -x -C DIR`): its model joins the inference timing")
     parser.add_argument("--skip-train", action="store_true", help="inference only (no train-step timing)")
     parser.add_argument("--profile", action="store_true", help="top operators of each model's inference (1 and N threads)")
+    parser.add_argument("--floor", action="store_true", help="FLOPs and the fp32 matrix-product floor of this machine "
+                        "(with --official: the best ratio to the official time reachable here)")
     parser.add_argument("--quick", action="store_true", help="S widths with 2 layers, 1 s, 2 rounds (under a minute)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -282,6 +383,9 @@ def main(argv=None):
                   "torchinfo)")
     if official_cls is not None:
         compare(args, arch, official_cls)
+    elif args.floor:
+        torch.manual_seed(0)
+        compute_floor(args, build_ours(arch).eval(), torch.randn(args.batch, int(args.seconds * args.sample_rate)))
     rtf_table(args, arch)
 
 
