@@ -43,6 +43,7 @@ from nest_ext.metrics.perceptual import available_perceptual_metrics
 from nest_ext.metrics.report import BestWorst, ReportExample, format_summary, write_evaluation
 from nest_ext.metrics.separation import SEPARATION_METRIC_NAMES, separation_metrics
 from nest_ext.modules.encoder_masker_decoder import fit_length
+from nest_ext.parts.allocator import keep_freed_memory
 from nest_ext.parts.background import prefetch
 from nest_ext.parts.length_batches import equal_length_batches
 
@@ -248,6 +249,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         require_files(args.model, *args.manifest)
     except CliError as e:
         return error(e.message, e.code)
+    keep_freed_memory()  # large activations reused, not faulted in again each call (bench/allocator.py)
     try:
         separate, rate, spks = model_separate_fn(args.model, device, args.chunk_seconds, args.precision)
     except ValueError as err:  # int8 on a GPU
