@@ -4,14 +4,14 @@ By default glibc's malloc serves blocks above its mmap threshold with fresh ``mm
 freed memory back to the kernel when the top of the heap exceeds its trim threshold. A model that
 allocates and frees the same 10-30 MB activations every layer then touches new pages each time: every
 first touch of a 4 KiB page is a minor page fault (the kernel zeroes it). MossFormer2-S separating 2 s of
-audio took about 300,000 of them per call on our 2-core machine; with the thresholds raised it took none
-(``bench/allocator.py``, docs/benchmarks.md). This is the same cure as preloading jemalloc
+audio took 3,000-230,000 of them per call on our 2-core machine, depending on what the process had allocated
+before; with the thresholds raised it took none, 2-5 % faster (``bench/allocator.py``, docs/benchmarks.md). This is the same cure as preloading jemalloc
 or tcmalloc, as CPU inference guides recommend, without a library to install.
 
 :func:`keep_freed_memory` raises both thresholds (``mallopt``) for the whole process: blocks up to 32 MiB
 (glibc's largest mmap threshold) come from the heap and freed memory stays there for reuse. The cost is
 memory the process keeps after a peak, which is why only our inference command-line tools call it, not the
-library. On other C libraries (macOS, musl) it does nothing and says so.
+library. On other C libraries (macOS, musl) it does nothing and returns ``False``.
 
 Example (at the start of a command-line tool, before the model allocates):
     >>> from nest_ext.parts.allocator import keep_freed_memory
