@@ -19,9 +19,10 @@ RTF table of our model runs.
 5. ``--floor``: the fp32 compute floor of this machine for this architecture. FLOPs of one inference
    (``torch.utils.flop_counter``, both models when ``--official``), and the time the matrix products alone
    take: every matrix product of one inference of ours is recorded with its shapes, then each shape is timed
-   on its own (fresh tensors, same thread count) and multiplied by its count. No implementation with the
-   architecture's FLOPs runs faster than that sum on this CPU, so ``floor / official`` is the best
-   ratio reachable in fp32 here and ``floor / audio seconds`` the best RTF.
+   on its own (fresh tensors, same thread count) and multiplied by its count. An fp32 implementation that
+   keeps these products cannot run faster than that sum on this CPU (nor than all its FLOPs at the rate of a
+   2048 x 2048 product, also printed), so ``floor / official`` bounds the ratio reachable here and
+   ``floor / audio seconds`` the RTF.
 
 Usage::
 
